@@ -1,0 +1,104 @@
+"""The ``gradtrack`` command: one Hydra app composing conf/ into a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from gradtrack.config import register_configs
+from gradtrack.errors import GradtrackError
+
+# conf/ sits at the project's top level; GRADTRACK_CONFIG_DIR points elsewhere.
+CONF_DIR = os.environ.get("GRADTRACK_CONFIG_DIR") or str(
+    Path(__file__).resolve().parents[2] / "conf"
+)
+PRINT_TRACE_MAX_STEPS = 200
+
+register_configs()
+
+
+def _raise_terminated(signum, frame):
+    from gradtrack.tracking.run import Terminated
+
+    raise Terminated(f"received signal {signum}")
+
+
+def _fmt(value: float, dtype: str) -> str:
+    # float32 values print as float32 (the notebook's "-0.9760001"), not as doubles.
+    return str(np.float32(value)) if dtype == "float32" else repr(float(value))
+
+
+def print_trace(result, dtype: str) -> None:
+    if len(result.losses) > PRINT_TRACE_MAX_STEPS:
+        return
+    for i, loss in enumerate(result.losses):
+        line = f"step {i + 1:>4}  loss {_fmt(loss, dtype)}"
+        if result.values is not None:
+            line += f"  x {_fmt(result.values[i], dtype)}"
+        print(line)
+
+
+def print_summary(result, cfg) -> None:
+    keys = [
+        k
+        for k in (
+            "final_loss",
+            "final_x",
+            "r2",
+            "accuracy",
+            "baseline/coef_max_rel_err",
+            "baseline/pass",
+            "gradcheck/max_rel_err",
+            "steps_per_second",
+        )
+        if k in result.metrics
+    ]
+    for k in keys:
+        print(f"{k:>28}: {result.metrics[k]:.10g}")
+    if result.coef_ is not None:
+        print(f"{'coef_':>28}: {np.array2string(result.coef_, precision=6)}")
+        print(f"{'intercept_':>28}: {result.intercept_:.6f}")
+    if result.run_id:
+        print(f"MLflow run {result.run_id} (experiment '{cfg.tracking.experiment}')")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from gradtrack import train
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        obj = OmegaConf.to_object(cfg)
+        result = train.run(obj, list(hc.overrides.task))
+    except MissingMandatoryValue as exc:
+        key = exc.full_key
+        print(
+            f"gradtrack: error: {key}: a required value is missing (???); set it on the "
+            f"command line, e.g. {key}=...",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except GradtrackError as exc:
+        if multirun:  # let Hydra record the failed job and carry on with the others
+            raise
+        print(f"gradtrack: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print_trace(result, obj.backend.dtype)
+    print_summary(result, obj)
+    return result.metrics.get(obj.sweep_metric)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""The configuration schema, its registration with Hydra, and cross-field checks.
+
+Hydra merges every YAML in ``conf/`` into these dataclasses, so an unknown key or a
+value of the wrong type fails at composition time with Hydra's own message. What a
+type cannot express (ranges, combinations) is checked by :func:`validate`, which runs
+before any data is read or any MLflow run exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from gradtrack.errors import ConfigError
+
+MODELS = ("quadratic", "fence", "tanh_net", "linear", "logistic")
+SCALAR_MODELS = ("quadratic", "fence")
+DATA_MODELS = ("tanh_net", "linear", "logistic")
+BACKENDS = ("numpy", "torch", "tensorflow")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+DTYPES = ("float32", "float64")
+TASKS = ("none", "regression", "classification")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # regression | classification | none: what kind of target the file holds.
+    task: str = "none"
+    # CSV path; relative paths resolve against the project root (paths.root).
+    path: str | None = None
+    # Feature columns; an empty list means every column except the target.
+    features: list[str] = field(default_factory=list)
+    target: str | None = None
+    # Rows with a blank/NaN cell are dropped (and counted) only when this is true.
+    dropna: bool = False
+    # Standardize features for training; learned coefficients are reported in
+    # original units either way.
+    standardize: bool = False
+    # Divide the target by this before training (the tanh net needs |t| < 1).
+    target_scale: float = 1.0
+    # Synthetic data (dataset=synthetic) only.
+    n_samples: int = 0
+    n_features: int = 0
+    noise: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # Scalar problems: the starting point x0.
+    x0: float = 0.0
+    # Parameter initialisation for data models: normal | zeros | constant.
+    init: str = "normal"
+    init_scale: float = 1.0
+    init_value: float = 1.0
+    # Logistic loss form: "stable" (softplus) or the notebook's log(p + tol).
+    loss_form: str = "stable"
+    tol: float = 1e-10
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING
+    dtype: str = "float32"
+    # TensorFlow only: run eagerly instead of compiling the loop with tf.function.
+    eager: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = 0.01
+    # 0 = full batch; 1 = per-sample SGD (the notebook's tanh-net loop); k = minibatch.
+    batch_size: int = 0
+    shuffle: bool = False
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    # Clip the global gradient norm to this value; 0 disables clipping.
+    clip_norm: float = 0.0
+
+
+@dataclass
+class TrackingConfig:
+    name: str = "local"
+    enabled: bool = True
+    # Explicit tracking URI (http://host:port for a server). Empty: embedded SQLite
+    # at <root>/mlflow.db with artifacts under <root>.
+    uri: str | None = None
+    root: str = "mlruns"
+    experiment: str = "gradtrack"
+    run_name: str | None = None
+    log_artifacts: bool = True
+    log_model: bool = True
+    # Per-step metrics are buffered and sent every this many steps (and at exit).
+    flush_every: int = 1000
+
+
+@dataclass
+class ChecksConfig:
+    gradcheck: bool = True
+    # Also run the gradient check every N steps (0 = only at the initial point).
+    gradcheck_every: int = 0
+    gradcheck_tol: float = 1e-7
+    baseline: bool = True
+    # Relative tolerance for baseline/pass (absolute below baseline_abs_floor).
+    baseline_rtol: float = 1e-6
+    baseline_atol: float = 1e-9
+
+
+@dataclass
+class PathsConfig:
+    # Project root; data/ and mlruns/ resolve against it. Empty = the working
+    # directory the command was started in.
+    root: str | None = None
+    data_dir: str = "data"
+
+
+@dataclass
+class OutputConfig:
+    # Write a small metrics JSON here (DVC metrics); empty = don't.
+    metrics_path: str | None = None
+    # Write per-step losses as CSV here (DVC plots); empty = don't.
+    losses_path: str | None = None
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    # The named experiment this run reproduces (conf/experiment/<name>.yaml).
+    experiment_name: str = "default"
+    # Number of epochs; with full-batch optimisation one epoch is one update.
+    steps: int = 100
+    seed: int = 0
+    # Record every this many steps' loss in MLflow (1 = every step).
+    log_every: int = 1
+    # Show a progress bar (only ever on a terminal) for runs with at least this many steps.
+    progress_min_steps: int = 500
+    # Metric that picks the best child of a sweep (lower is better).
+    sweep_metric: str = "final_loss"
+
+
+def register_configs() -> None:
+    """Register the schema so conf/config.yaml can name it in its defaults list."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+
+
+def _check(errors: list[str], ok: bool, key: str, message: str) -> None:
+    if not ok:
+        errors.append(f"{key}: {message}")
+
+
+def _one_of(errors: list[str], key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _check(
+        errors,
+        value in allowed,
+        key,
+        f"{value!r} is not one of {', '.join(allowed)}",
+    )
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and combinations Hydra's types cannot express.
+
+    Collects every problem, then raises one ConfigError naming each key, so a user
+    fixes the whole config in one go.
+    """
+    errors: list[str] = []
+    m, d, b, o = cfg.model, cfg.dataset, cfg.backend, cfg.optimizer
+    _one_of(errors, "model.name", m.name, MODELS)
+    _one_of(errors, "backend.name", b.name, BACKENDS)
+    _one_of(errors, "backend.dtype", b.dtype, DTYPES)
+    _one_of(errors, "optimizer.name", o.name, OPTIMIZERS)
+    _one_of(errors, "dataset.task", d.task, TASKS)
+    _one_of(errors, "model.init", m.init, ("normal", "zeros", "constant"))
+    _one_of(errors, "model.loss_form", m.loss_form, ("stable", "notebook"))
+
+    _check(errors, o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr} (try 0.01)")
+    _check(errors, cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
+    _check(errors, cfg.log_every >= 1, "log_every", f"must be >= 1, got {cfg.log_every}")
+    _check(errors, o.batch_size >= 0, "optimizer.batch_size", f"must be >= 0, got {o.batch_size}")
+    _check(
+        errors, 0 <= o.momentum < 1, "optimizer.momentum", f"must be in [0, 1), got {o.momentum}"
+    )
+    _check(errors, 0 <= o.beta1 < 1, "optimizer.beta1", f"must be in [0, 1), got {o.beta1}")
+    _check(errors, 0 <= o.beta2 < 1, "optimizer.beta2", f"must be in [0, 1), got {o.beta2}")
+    _check(errors, o.eps > 0, "optimizer.eps", f"must be > 0, got {o.eps}")
+    _check(errors, o.clip_norm >= 0, "optimizer.clip_norm", f"must be >= 0, got {o.clip_norm}")
+    _check(errors, m.tol > 0, "model.tol", f"must be > 0, got {m.tol}")
+    _check(errors, d.target_scale != 0, "dataset.target_scale", "must not be 0")
+    _check(errors, cfg.tracking.flush_every >= 1, "tracking.flush_every", "must be >= 1")
+    t = cfg.tracking
+    if t.name == "server" and t.enabled and (not t.uri or t.uri == "???"):
+        errors.append(
+            "tracking.uri: a required value is missing for tracking=server; set it, "
+            "e.g. tracking.uri=http://127.0.0.1:5000"
+        )
+    if m.name == "fence":
+        _check(
+            errors,
+            m.x0 > 0,
+            "model.x0",
+            f"the fence problem 750/x + 10x is defined for x > 0, got {m.x0} (try model.x0=1)",
+        )
+
+    # Combinations: which models need which kind of data.
+    if m.name in SCALAR_MODELS and d.name != "none":
+        errors.append(
+            f"model={m.name} dataset={d.name}: the scalar problem {m.name} takes no data; "
+            "use dataset=none"
+        )
+    needs = {"linear": "regression", "logistic": "classification", "tanh_net": "regression"}
+    if m.name in needs:
+        want = needs[m.name]
+        if d.name == "none":
+            errors.append(
+                f"model={m.name} dataset=none: {m.name} trains on data; choose a "
+                f"{want} dataset (e.g. dataset={'pima' if want == 'classification' else 'auto_mpg'})"
+            )
+        elif d.task != want:
+            errors.append(
+                f"model={m.name} dataset={d.name}: {m.name} needs a {want} dataset but "
+                f"{d.name} is a {d.task} dataset"
+            )
+        if d.name not in ("synthetic", "none") and not d.target:
+            errors.append(f"dataset.target: {m.name} needs a target column; set dataset.target")
+    if d.name == "synthetic":
+        _check(errors, d.n_samples >= 2, "dataset.n_samples", "must be >= 2 for synthetic data")
+        _check(errors, d.n_features >= 1, "dataset.n_features", "must be >= 1 for synthetic data")
+    if errors:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))

@@ -1,0 +1,1 @@
+"""Data: fetch raw files, prepare the CSVs, validate and load them as numpy arrays."""

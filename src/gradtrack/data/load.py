@@ -1,0 +1,127 @@
+"""Load a configured dataset into plain numpy arrays (validated, optionally standardized)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradtrack.data.schema import check_binary_target, check_columns, read_table, to_numeric
+from gradtrack.errors import DataError
+
+
+@dataclass
+class Dataset:
+    """Training arrays plus what is needed to report results in original units."""
+
+    name: str
+    X: np.ndarray | None = None  # training features (standardized when configured)
+    y: np.ndarray | None = None  # training target (divided by target_scale)
+    X_raw: np.ndarray | None = None  # features in original units
+    y_raw: np.ndarray | None = None
+    feature_names: list[str] = field(default_factory=list)
+    target: str | None = None
+    mean: np.ndarray | None = None  # standardization: X = (X_raw - mean) / scale
+    scale: np.ndarray | None = None
+    target_scale: float = 1.0
+    n_dropped: int = 0
+    path: Path | None = None
+    digest: str | None = None  # sha256 of the file (or of the generated arrays)
+    frame: pd.DataFrame | None = None  # the rows used, in original units
+
+    @property
+    def n_rows(self) -> int:
+        return 0 if self.X is None else int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.X is None else int(self.X.shape[1])
+
+
+def _standardize(
+    X: np.ndarray, names: list[str], path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    const = [n for n, s in zip(names, scale) if s == 0]
+    if const:
+        raise DataError(
+            f"{path}: feature(s) {', '.join(map(repr, const))} are constant and cannot be "
+            "standardized; drop them from dataset.features or set dataset.standardize=false."
+        )
+    return (X - mean) / scale, mean, scale
+
+
+def synthetic(n_samples: int, n_features: int, noise: float, seed: int) -> pd.DataFrame:
+    """A linear-regression table y = X·w + 0.5 + noise, generated from ``seed``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    w = rng.standard_normal(n_features)
+    y = X @ w + 0.5 + noise * rng.standard_normal(n_samples)
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_features)])
+    df["y"] = y
+    return df
+
+
+def load_dataset(dcfg, path: Path | None, task: str) -> Dataset:
+    """Read, validate and shape the configured dataset. ``dcfg`` is the dataset config."""
+    if dcfg.name == "none":
+        return Dataset(name="none")
+    if dcfg.name == "synthetic":
+        df = synthetic(dcfg.n_samples, dcfg.n_features, dcfg.noise, dcfg.seed)
+        target = "y"
+        n_dropped = 0
+        digest = hashlib.sha256(
+            f"synthetic:{dcfg.n_samples}:{dcfg.n_features}:{dcfg.noise}:{dcfg.seed}".encode()
+        ).hexdigest()
+    else:
+        if path is None:
+            raise DataError(f"dataset={dcfg.name}: dataset.path is not set.")
+        df = read_table(path)
+        target = dcfg.target
+        check_columns(df, path, list(dcfg.features), target)
+        df, n_dropped = to_numeric(df, path, dcfg.dropna)
+        if df.empty:
+            raise DataError(f"{path}: no rows left after dropping incomplete ones.")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    features = list(dcfg.features) or [c for c in df.columns if c != target]
+    X_raw = df[features].to_numpy(dtype=np.float64)
+    y_raw = df[target].to_numpy(dtype=np.float64)
+    if task == "classification":
+        check_binary_target(y_raw, path, target, df.index)
+    X, mean, scale = X_raw, None, None
+    if dcfg.standardize:
+        X, mean, scale = _standardize(X_raw, features, path)
+    return Dataset(
+        name=dcfg.name,
+        X=np.ascontiguousarray(X),
+        y=y_raw / dcfg.target_scale,
+        X_raw=X_raw,
+        y_raw=y_raw,
+        feature_names=features,
+        target=target,
+        mean=mean,
+        scale=scale,
+        target_scale=float(dcfg.target_scale),
+        n_dropped=n_dropped,
+        path=path,
+        digest=digest,
+        frame=df[features + [target]].reset_index(drop=True),
+    )
+
+
+def to_original_units(ds: Dataset, w: np.ndarray, b: float) -> tuple[np.ndarray, float]:
+    """Map coefficients learned on standardized features (and scaled target) back.
+
+    With x_std = (x − μ)/σ:  w·x_std + b = (w/σ)·x + (b − Σ w·μ/σ).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    b = float(b)
+    if ds.scale is not None:
+        coef = w / ds.scale
+        b = b - float(np.sum(w * ds.mean / ds.scale))
+        w = coef
+    return w * ds.target_scale, b * ds.target_scale

@@ -1,0 +1,32 @@
+"""Error types users see. Each message names the input, the problem and the fix."""
+
+
+class GradtrackError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+
+class ConfigError(GradtrackError):
+    """An invalid configuration value or combination (raised before any run exists)."""
+
+
+class DataError(GradtrackError):
+    """A data file that is missing, malformed or inconsistent with the config."""
+
+
+class TrackingError(GradtrackError):
+    """The tracking store cannot be reached or written."""
+
+
+class DivergedError(GradtrackError):
+    """Training produced a non-finite loss; the run is marked FAILED with diverged=true."""
+
+    def __init__(self, step: int, last_finite_step: int, last_finite_loss: float | None):
+        self.step = step
+        self.last_finite_step = last_finite_step
+        self.last_finite_loss = last_finite_loss
+        super().__init__(
+            f"training diverged: the loss became non-finite at step {step} "
+            f"(last finite loss {last_finite_loss!r} at step {last_finite_step}). "
+            "Lower optimizer.lr, set optimizer.clip_norm, or standardize the features "
+            "(dataset.standardize=true)."
+        )

@@ -1,0 +1,36 @@
+"""Linear regression with mean squared error.
+
+The notebook computed the residual as ``y - XW + b``: the bias enters with the
+wrong sign, so it learned −b. Here the prediction is ``Xw + b`` and the residual
+``(Xw + b) − y``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradtrack.models.base import InitSpec, Params, draw_linear_params
+
+
+class Linear:
+    name = "linear"
+    uses_data = True
+
+    def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
+        return draw_linear_params(n_features, spec, rng)
+
+    def loss(self, ops, params, X, y):
+        r = ops.matvec(X, params["w"]) + params["b"] - y
+        return ops.mean(r * r)
+
+    def loss_and_grad(self, params, X, y):
+        n = X.shape[0]
+        r = X @ params["w"] + params["b"] - y
+        loss = np.mean(r * r)
+        dL_dr = r * (2 / n)  # d mean(r²)/dr
+        # dr/dw = X, dr/db = 1
+        return loss, {"w": X.T @ dL_dr, "b": np.sum(dL_dr)}
+
+    @staticmethod
+    def predict(params: Params, X: np.ndarray) -> np.ndarray:
+        return X @ params["w"] + params["b"]

@@ -1,0 +1,61 @@
+"""The notebook's two-weight tanh network, with its forward-pass bug fixed.
+
+    z1 = w1·x,  a1 = tanh(z1),  z2 = w2·a1 + b,  y = tanh(z2),  C = ½(y − t)²
+
+The notebook's ``forward`` computed ``z2 = w1·a1 + b`` (w1 where w2 belongs), so
+w2 never influenced a prediction while its gradient was still applied.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradtrack.models.base import InitSpec, Params
+
+
+class TanhNet:
+    name = "tanh_net"
+    uses_data = True
+
+    def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
+        if spec.kind == "zeros":
+            vals = [0.0, 0.0, 0.0]
+        elif spec.kind == "constant":  # the notebook starts at w1 = w2 = b = 1
+            vals = [spec.value] * 3
+        else:
+            vals = list(rng.standard_normal(3) * spec.scale)
+        return {k: np.asarray(v, dtype=np.float64) for k, v in zip(("w1", "w2", "b"), vals)}
+
+    def loss(self, ops, params, X, y):
+        x = X[:, 0]
+        z1 = params["w1"] * x
+        a1 = ops.tanh(z1)
+        z2 = params["w2"] * a1 + params["b"]
+        out = ops.tanh(z2)
+        d = out - y
+        return ops.mean(d * d * 0.5)
+
+    def loss_and_grad(self, params, X, y):
+        x = X[:, 0]
+        n = x.shape[0]
+        z1 = params["w1"] * x
+        a1 = np.tanh(z1)
+        z2 = params["w2"] * a1 + params["b"]
+        out = np.tanh(z2)
+        d = out - y
+        loss = np.mean(d * d * 0.5)
+        dC_dout = d / n  # ½(y−t)² averaged over the batch
+        dout_dz2 = 1 - out * out  # tanh' = 1 − tanh²
+        dC_dz2 = dC_dout * dout_dz2
+        dz2_da1 = params["w2"]
+        da1_dz1 = 1 - a1 * a1
+        dC_dz1 = dC_dz2 * dz2_da1 * da1_dz1
+        return loss, {
+            "w1": np.sum(dC_dz1 * x),  # dz1/dw1 = x
+            "w2": np.sum(dC_dz2 * a1),  # dz2/dw2 = a1
+            "b": np.sum(dC_dz2),  # dz2/db = 1
+        }
+
+    @staticmethod
+    def predict(params: Params, X: np.ndarray) -> np.ndarray:
+        return np.tanh(params["w2"] * np.tanh(params["w1"] * X[:, 0]) + params["b"])

@@ -1,0 +1,10 @@
+"""MLflow tracking: the only package that imports mlflow.
+
+``open_run`` returns a tracker whose context manager ends the MLflow run with the
+status that really happened (FINISHED, FAILED, KILLED).
+"""
+
+from gradtrack.tracking.run import NullRun, TrackedRun, open_run
+from gradtrack.tracking.store import resolve_tracking
+
+__all__ = ["NullRun", "TrackedRun", "open_run", "resolve_tracking"]

@@ -1,0 +1,212 @@
+"""One MLflow run: buffered metrics, honest end status, nothing non-finite stored."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradtrack.errors import DivergedError, TrackingError
+from gradtrack.tracking.store import TrackingTarget, ensure_experiment
+
+# MLflow's log_batch accepts at most 1000 metrics per call.
+MAX_BATCH = 1000
+
+# An unreachable server should fail in seconds, not after minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+class Terminated(BaseException):
+    """Raised from the SIGTERM handler so runs end KILLED, like Ctrl-C."""
+
+
+class NullRun:
+    """Tracking disabled: the same interface, nothing recorded."""
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_step_metrics(self, start_step: int, series: dict[str, np.ndarray]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
+    def log_input(self, ds) -> None: ...
+    def log_model(self, writer) -> None: ...
+    def flush(self) -> None: ...
+
+
+class TrackedRun:
+    """An MLflow run driven through ``MlflowClient`` with metrics sent in batches."""
+
+    def __init__(self, target: TrackingTarget, experiment: str, run_name: str, flush_every: int):
+        from mlflow.tracking import MlflowClient
+
+        self.target = target
+        self.client = MlflowClient(tracking_uri=target.uri)
+        self.experiment_id = ensure_experiment(self.client, experiment, target)
+        self.run_name = run_name
+        self.flush_every = flush_every
+        self.run_id: str | None = None
+        self._pending: list = []
+        self._metric_cls = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> TrackedRun:
+        from mlflow.entities import Metric
+
+        self._metric_cls = Metric
+        parent = os.environ.get("GRADTRACK_PARENT_RUN_ID")
+        tags = {"mlflow.runName": self.run_name}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        try:
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.run_name)
+        except Exception as exc:
+            raise TrackingError(
+                f"tracking store {self.target.uri}: could not create a run ({exc})."
+            ) from exc
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt | Terminated):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        tags = {}
+        if status == "FAILED":
+            tags["error"] = f"{exc_type.__name__}: {exc}"[:5000]
+        if status == "KILLED":
+            tags["killed_by"] = "SIGTERM" if issubclass(exc_type, Terminated) else "SIGINT"
+        if isinstance(exc, DivergedError):
+            tags["diverged"] = "true"
+            tags["diverged_at_step"] = str(exc.step)
+            tags["last_finite_step"] = str(exc.last_finite_step)
+        try:
+            self.flush()
+            if tags:
+                self.set_tags(tags)
+        finally:
+            # Always end the run, even if the last flush failed: never leave it RUNNING.
+            try:
+                self.client.set_terminated(self.run_id, status=status)
+            except Exception:
+                if exc_type is None:
+                    raise
+        return False
+
+    # -- logging -----------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow caps params per batch at 100
+            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    def log_step_metrics(self, start_step: int, series: dict[str, np.ndarray]) -> None:
+        """Buffer per-step series (step numbers start at ``start_step``); non-finite values are skipped."""
+        ts = int(time.time() * 1000)
+        Metric = self._metric_cls
+        for key, values in series.items():
+            for i, v in enumerate(np.asarray(values, dtype=np.float64).tolist()):
+                if math.isfinite(v):
+                    self._pending.append(Metric(key, v, ts, start_step + i))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        for k, v in metrics.items():
+            v = float(v)
+            if math.isfinite(v):
+                self._pending.append(self._metric_cls(k, v, ts, step))
+        self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk = self._pending[:MAX_BATCH]
+            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+            del self._pending[: len(chunk)]
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_input(self, ds) -> None:
+        """Record the training data as an MLflow dataset input (lineage in the UI)."""
+        import warnings
+
+        import mlflow.data
+        from mlflow.entities import InputTag
+
+        source = str(ds.path) if ds.path is not None else f"gradtrack://{ds.name}"
+        with warnings.catch_warnings():  # a local path matches two equivalent source types
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                ds.frame, source=source, name=ds.name, targets=ds.target
+            )
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[
+                _dataset_input(dataset, InputTag(key="mlflow.data.context", value="training"))
+            ],
+        )
+
+    def log_model(self, writer) -> None:
+        """``writer(dir)`` saves an MLflow model into dir; it is logged under model/."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model"
+            writer(path)
+            self.client.log_artifacts(self.run_id, str(path), "model")
+
+
+def _dataset_input(dataset, tag):
+    from mlflow.entities import DatasetInput
+
+    return DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[tag])
+
+
+def _param_str(value: Any) -> str:
+    """Stable text for a param: floats by repr (1e-06 however it was written)."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_param_str(v) for v in value) + "]"
+    return str(value)[:6000]
+
+
+def open_run(
+    enabled: bool,
+    target: TrackingTarget | None,
+    experiment: str,
+    run_name: str,
+    flush_every: int = 1000,
+):
+    """A tracker for this run; connecting (and failing clearly) happens here, before training."""
+    if not enabled:
+        return NullRun()
+    return TrackedRun(target, experiment, run_name, flush_every)

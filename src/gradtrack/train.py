@@ -1,0 +1,360 @@
+"""``run(cfg)``: config → data → backend → checks → tracker. Plain function, easy to test.
+
+Everything that can be wrong with the input (config values, data files, the
+tracking store) is checked before an MLflow run is created; once a run exists it
+always ends with the status that really happened.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradtrack import config as C
+from gradtrack.backends import get_backend
+from gradtrack.backends.base import BatchPlan
+from gradtrack.data.load import Dataset, load_dataset, to_original_units
+from gradtrack.errors import DivergedError
+from gradtrack.models import InitSpec, get_problem
+from gradtrack.optimizers import OptimizerSpec
+from gradtrack.progress import Progress
+
+CHUNK_STEPS = 500  # steps per backend call: bounds latency of logging and progress
+
+
+@dataclass
+class RunResult:
+    losses: np.ndarray
+    grad_norms: np.ndarray
+    values: np.ndarray | None  # scalar problems: x after each step
+    params: dict[str, np.ndarray]
+    metrics: dict[str, float] = field(default_factory=dict)
+    coef_: np.ndarray | None = None  # linear/logistic, original feature units
+    intercept_: float | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+
+
+def project_root(cfg: C.Config) -> Path:
+    return Path(cfg.paths.root).expanduser().resolve() if cfg.paths.root else Path.cwd()
+
+
+def resolve_path(root: Path, p: str | None) -> Path | None:
+    if not p:
+        return None
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 0.1}} → {"optimizer.lr": 0.1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_name(cfg: C.Config) -> str:
+    return cfg.tracking.run_name or "-".join(
+        [cfg.model.name, cfg.dataset.name, cfg.backend.name, cfg.optimizer.name]
+    )
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def optimizer_spec(o: C.OptimizerConfig) -> OptimizerSpec:
+    return OptimizerSpec(
+        name=o.name,
+        lr=o.lr,
+        momentum=o.momentum,
+        beta1=o.beta1,
+        beta2=o.beta2,
+        eps=o.eps,
+        clip_norm=o.clip_norm,
+        batch_size=o.batch_size,
+        shuffle=o.shuffle,
+    )
+
+
+def prepare(cfg: C.Config) -> tuple[Path, Dataset]:
+    """Validate the config and load the data: every input error surfaces here."""
+    C.validate(cfg)
+    root = project_root(cfg)
+    ds = load_dataset(cfg.dataset, resolve_path(root, cfg.dataset.path), cfg.dataset.task)
+    return root, ds
+
+
+def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
+    """Train one configured experiment and track it. ``cfg`` is a Config object."""
+    from omegaconf import OmegaConf
+
+    root, ds = prepare(cfg)
+    problem = get_problem(cfg.model.name, cfg.model.loss_form, cfg.model.tol)
+    rng = np.random.default_rng(cfg.seed)
+    spec = InitSpec(cfg.model.init, cfg.model.init_scale, cfg.model.init_value, cfg.model.x0)
+    params0 = problem.init_params(ds.n_features, spec, rng)
+    backend = get_backend(cfg.backend.name)
+
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    tracker = _open_tracker(cfg, root)
+    with tracker as trk:
+        trk.log_params(flatten(plain))
+        trk.set_tags(_tags(cfg, root, ds))
+        if ds.frame is not None:
+            trk.log_input(ds)
+        result = _train(cfg, problem, backend, params0, ds, trk)
+        result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
+        _finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
+    return result
+
+
+def _open_tracker(cfg: C.Config, root: Path):
+    from gradtrack.tracking import open_run, resolve_tracking
+
+    target = None
+    if cfg.tracking.enabled:
+        target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
+    return open_run(
+        cfg.tracking.enabled,
+        target,
+        cfg.tracking.experiment,
+        run_name(cfg),
+        cfg.tracking.flush_every,
+    )
+
+
+def _tags(cfg: C.Config, root: Path, ds: Dataset) -> dict[str, str]:
+    tags = {
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "backend": cfg.backend.name,
+        "optimizer": cfg.optimizer.name,
+        "experiment": cfg.experiment_name,
+        "git_commit": git_commit(root),
+    }
+    if ds.digest:
+        tags["data_sha256"] = ds.digest
+        tags["data_rows"] = str(ds.n_rows)
+        tags["data_rows_dropped"] = str(ds.n_dropped)
+    return tags
+
+
+def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunResult:
+    metrics: dict[str, float] = {}
+    if cfg.checks.gradcheck:
+        metrics.update(_gradcheck(cfg, backend, problem, params0, ds))
+        trk.log_metrics(metrics)
+    plan = (
+        None
+        if ds.X is None
+        else BatchPlan(ds.n_rows, cfg.optimizer.batch_size, cfg.optimizer.shuffle, cfg.seed)
+    )
+    trainer = backend.make_trainer(
+        problem,
+        params0,
+        ds.X,
+        ds.y,
+        optimizer_spec(cfg.optimizer),
+        cfg.backend.dtype,
+        cfg.backend.eager,
+        plan,
+    )
+    losses, norms, values = [], [], []
+    done = 0
+    t0 = time.perf_counter()
+    with Progress(cfg.steps, enabled=cfg.steps >= cfg.progress_min_steps) as bar:
+        while done < cfg.steps:
+            n = min(CHUNK_STEPS, cfg.steps - done)
+            rec = trainer.run(n)
+            bad = ~np.isfinite(rec.losses)
+            series = {"loss": rec.losses, "grad_norm": rec.grad_norms}
+            if rec.values is not None:
+                series["x"] = rec.values
+            if bad.any():
+                first = int(np.argmax(bad))
+                _log_series(trk, done, {k: v[:first] for k, v in series.items()}, cfg.log_every)
+                last = done + first - 1
+                last_loss = (
+                    float(rec.losses[first - 1])
+                    if first
+                    else (float(losses[-1][-1]) if losses else None)
+                )
+                trk.log_metrics({"last_finite_step": max(last, -1)})
+                raise DivergedError(done + first, last, last_loss)
+            _log_series(trk, done, series, cfg.log_every)
+            losses.append(rec.losses)
+            norms.append(rec.grad_norms)
+            if rec.values is not None:
+                values.append(rec.values)
+            done += n
+            bar.update(n, float(rec.losses[-1]))
+    wall = time.perf_counter() - t0
+    params = trainer.params()
+    result = RunResult(
+        losses=np.concatenate(losses),
+        grad_norms=np.concatenate(norms),
+        values=np.concatenate(values) if values else None,
+        params=params,
+        metrics=metrics,
+    )
+    metrics.update(
+        {
+            "final_loss": float(result.losses[-1]),
+            "initial_loss": float(result.losses[0]),
+            "train_seconds": wall,
+            "steps_per_second": cfg.steps / wall if wall > 0 else 0.0,
+        }
+    )
+    if cfg.checks.gradcheck and cfg.checks.gradcheck_every:
+        metrics.update(
+            {f"{k}_final": v for k, v in _gradcheck(cfg, backend, problem, params, ds).items()}
+        )
+    return result
+
+
+def _log_series(trk, start: int, series: dict[str, np.ndarray], every: int) -> None:
+    if every > 1:
+        idx = np.arange(len(next(iter(series.values()))))
+        keep = (start + idx) % every == 0
+        # Log sparse steps with their true step numbers.
+        for i in np.flatnonzero(keep):
+            trk.log_step_metrics(start + int(i), {k: v[i : i + 1] for k, v in series.items()})
+        return
+    trk.log_step_metrics(start, series)
+
+
+def _gradcheck(cfg, backend, problem, params, ds) -> dict[str, float]:
+    from gradtrack.checks import gradient_check
+
+    gc = gradient_check(backend, problem, params, ds.X, ds.y)
+    return {
+        "gradcheck/max_rel_err": gc.max_rel_err,
+        "gradcheck/max_rel_err_fd": gc.max_rel_err_fd,
+        "gradcheck/pass": float(gc.passed(cfg.checks.gradcheck_tol)),
+    }
+
+
+def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overrides) -> None:
+    """Final metrics, baseline, local outputs, then artifacts and model."""
+    m = result.metrics
+    baseline = None
+    if cfg.model.name in ("linear", "logistic"):
+        coef, intercept = to_original_units(ds, result.params["w"], float(result.params["b"]))
+        result.coef_, result.intercept_ = coef, intercept
+        z = ds.X_raw @ coef + intercept
+        if cfg.model.name == "linear":
+            ss_res = float(np.sum((ds.y_raw - z) ** 2))
+            ss_tot = float(np.sum((ds.y_raw - ds.y_raw.mean()) ** 2))
+            m["r2"] = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+            m["mse"] = ss_res / len(z)
+        else:
+            m["accuracy"] = float(np.mean((z > 0) == (ds.y_raw > 0.5)))
+        if cfg.checks.baseline:
+            from gradtrack.checks import sklearn_baseline
+
+            task = "regression" if cfg.model.name == "linear" else "classification"
+            baseline = sklearn_baseline(
+                task,
+                ds.X_raw,
+                ds.y_raw,
+                coef,
+                intercept,
+                cfg.checks.baseline_rtol,
+                cfg.checks.baseline_atol,
+            )
+            own = (
+                m.get("mse")
+                if task == "regression"
+                else float(np.mean(np.logaddexp(0.0, z) - ds.y_raw * z))
+            )
+            m.update(
+                {
+                    "baseline/coef_max_abs_err": baseline.coef_max_abs_err,
+                    "baseline/coef_max_rel_err": baseline.coef_max_rel_err,
+                    "baseline/loss": baseline.loss,
+                    "baseline/loss_gap": float(own) - baseline.loss,
+                    "baseline/pass": float(baseline.passed),
+                }
+            )
+    elif result.values is not None:
+        m["final_x"] = float(result.values[-1])
+    _write_local_outputs(cfg, root, result)
+    trk.log_metrics(m, step=cfg.steps)
+    if baseline is not None:
+        trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
+    if cfg.tracking.enabled and cfg.tracking.log_artifacts:
+        _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
+    if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
+        from gradtrack.tracking.model import save_linear_model
+
+        example = ds.frame[ds.feature_names].head(5)
+        trk.log_model(
+            lambda path: save_linear_model(
+                path, ds.feature_names, result.coef_, result.intercept_, cfg.model.name, example
+            )
+        )
+
+
+def _write_local_outputs(cfg, root: Path, result: RunResult) -> None:
+    """DVC metrics JSON and per-step loss CSV; written before anything is sent to MLflow."""
+    mp = resolve_path(root, cfg.output.metrics_path)
+    if mp is not None:
+        mp.parent.mkdir(parents=True, exist_ok=True)
+        payload = {k: v for k, v in result.metrics.items() if np.isfinite(v)}
+        mp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    lp = resolve_path(root, cfg.output.losses_path)
+    if lp is not None:
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["step,loss"] + [f"{i},{v!r}" for i, v in enumerate(result.losses.tolist())]
+        lp.write_text("\n".join(lines) + "\n")
+
+
+def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) -> None:
+    import yaml
+
+    from gradtrack import artifacts as A
+
+    title = f"{cfg.model.name} · {cfg.backend.name} · {cfg.optimizer.name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+        (d / "overrides.txt").write_text("\n".join(overrides) + ("\n" if overrides else ""))
+        A.loss_curve(result.losses, d / "loss_curve.png", title)
+        if result.values is not None:
+            A.trajectory(
+                problem.curve,
+                result.values,
+                cfg.model.x0,
+                problem.minimum,
+                d / "trajectory.png",
+                title,
+            )
+        if result.coef_ is not None:
+            bw = None if baseline is None else baseline.coef
+            bb = None if baseline is None else baseline.intercept
+            A.coefficient_table(
+                ds.feature_names, result.coef_, result.intercept_, bw, bb, d / "coefficients.csv"
+            )
+            A.coefficient_chart(
+                ds.feature_names, result.coef_, result.intercept_, bw, bb, d / "coefficients.png"
+            )
+        trk.log_artifacts(d)

@@ -1,0 +1,79 @@
+"""Shared fixtures: a prepared project folder, Hydra composition, and CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory) -> Path:
+    """A data/ folder made by the real fetch + prepare steps (mirror read-only)."""
+    from gradtrack.data.fetch import fetch_all
+    from gradtrack.data.prepare import prepare_all
+
+    data = tmp_path_factory.mktemp("shared_data") / "data"
+    fetch_all(data / "raw", REPO)
+    prepare_all(data / "raw", data)
+    return data
+
+
+@pytest.fixture
+def project(tmp_path, prepared_data) -> Path:
+    """A fresh project root: data/ linked to the prepared CSVs, an empty mlruns/."""
+    (tmp_path / "data").symlink_to(prepared_data, target_is_directory=True)
+    return tmp_path
+
+
+def compose(*overrides: str):
+    """Compose conf/ like the CLI does and return the typed Config object."""
+    from hydra import compose as h_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gradtrack.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = h_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path,
+    timeout: int = 300,
+    env: dict | None = None,
+    module: str = "gradtrack",
+) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args`` in ``cwd`` and capture its output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def mlflow_runs(project: Path, experiment: str = "gradtrack"):
+    """All runs in the project's embedded store (empty list if no store exists)."""
+    from mlflow.tracking import MlflowClient
+
+    db = project / "mlruns" / "mlflow.db"
+    if not db.exists():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], max_results=10_000)

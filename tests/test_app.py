@@ -1,0 +1,180 @@
+"""The Hydra app end to end: composition, validation, data, runs in MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, compose, mlflow_runs, run_cli
+
+SOURCES_SHA = {
+    "regression.csv": "0e2f10ade22365fcf74bccf7866d14e20c54a61e4b281d35839cd7ca99862d82",
+    "classification.csv": "474352b32e0522635ae5506b802de5aa005a672b805afa14bf542dabff4547a9",
+}
+
+
+def test_prepared_csvs_match_the_reference_layout_byte_for_byte(prepared_data):
+    for name, sha in SOURCES_SHA.items():
+        assert hashlib.sha256((prepared_data / name).read_bytes()).hexdigest() == sha
+    nn = (prepared_data / "nn_data.csv").read_text().splitlines()
+    assert nn[0] == "x,y" and len(nn) == 16
+
+
+def test_nn_data_is_deterministic(tmp_path, prepared_data):
+    from gradtrack.data.prepare import make_nn_data
+
+    make_nn_data(tmp_path / "nn.csv")
+    assert (tmp_path / "nn.csv").read_bytes() == (prepared_data / "nn_data.csv").read_bytes()
+
+
+def test_numpy_backend_never_imports_torch_or_tensorflow(project):
+    code = (
+        "import sys\n"
+        "from gradtrack.cli import main\n"
+        "sys.argv = ['gradtrack', '+experiment=seed_linear', 'backend=numpy']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
+        "print('HEAVY', bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_scalar_run_imports_neither_sklearn_nor_frameworks(project):
+    code = (
+        "import sys\n"
+        "from gradtrack.cli import main\n"
+        "sys.argv = ['gradtrack', '+experiment=seed_fence', 'backend=numpy']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', [m for m in ('torch', 'tensorflow', 'sklearn') if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_seed_quadratic_tf_on_numpy_prints_the_notebook_sequence(project):
+    out = run_cli(["+experiment=seed_quadratic_tf", "backend=numpy"], project)
+    assert out.returncode == 0, out.stderr
+    xs = [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("step")]
+    assert xs[:7] == [
+        "-0.4",
+        "-0.72",
+        "-0.9760001",
+        "-1.1808001",
+        "-1.34464",
+        "-1.4757121",
+        "-1.5805696",
+    ]
+    [run] = mlflow_runs(project)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["experiment"] == "seed_quadratic_tf"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["model=linear", "dataset=none"], "model=linear dataset=none"),
+        (["optimizer.lr=-1"], "optimizer.lr: must be > 0"),
+        (["steps=0"], "steps: must be >= 1"),
+        (["model=fence", "model.x0=-1"], "model.x0"),
+        (["model=logistic", "dataset=auto_mpg"], "needs a classification dataset"),
+        (["model=mpl"], "Available options in 'model'"),
+        (["optimizer.lrr=0.1"], "lrr"),
+        (["optimizer.lr=abc"], "optimizer.lr"),
+        (["tracking=server"], "tracking.uri: a required value is missing"),
+    ],
+)
+def test_bad_config_fails_fast_and_creates_no_run(project, args, needle):
+    out = run_cli(args, project)
+    assert out.returncode != 0
+    assert needle in out.stderr + out.stdout
+    assert mlflow_runs(project) == []
+    assert not (project / "mlruns").exists()
+
+
+def test_every_model_and_backend_composes_and_validates():
+    from gradtrack.config import validate
+
+    for exp in ("seed_backprop", "seed_linear", "seed_logistic", "seed_fence"):
+        for backend in ("numpy", "torch", "tensorflow"):
+            cfg = compose(f"+experiment={exp}", f"backend={backend}")
+            validate(cfg)
+            assert cfg.backend.name == backend
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
+def test_same_experiment_same_trace_on_every_backend(project, backend):
+    from gradtrack.train import run
+
+    cfg = compose(
+        "+experiment=seed_linear",
+        f"backend={backend}",
+        "tracking.enabled=false",
+        f"paths.root={project}",
+        "backend.dtype=float64",
+    )
+    ref = compose(
+        "+experiment=seed_linear",
+        "backend=numpy",
+        "tracking.enabled=false",
+        f"paths.root={project}",
+        "backend.dtype=float64",
+    )
+    a, b = run(cfg), run(ref)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-9)
+
+
+def test_scaled_tanh_net_fits_and_loss_falls_tenfold(project):
+    from gradtrack.train import run
+
+    res = run(
+        compose(
+            "+experiment=seed_backprop_scaled", "tracking.enabled=false", f"paths.root={project}"
+        )
+    )
+    assert res.losses[0] / res.losses[-1] >= 10
+
+
+def test_unscaled_tanh_net_cannot_fit(project):
+    from gradtrack.train import run
+
+    res = run(
+        compose("+experiment=seed_backprop", "tracking.enabled=false", f"paths.root={project}")
+    )
+    # |tanh| < 1 against targets up to ±110: the mean loss stays in the thousands.
+    assert res.losses[-1] > 1000
+
+
+def test_run_logs_params_per_step_losses_and_final_metrics(project):
+    from mlflow.tracking import MlflowClient
+
+    out = run_cli(["+experiment=seed_linear", "backend=numpy"], project)
+    assert out.returncode == 0, out.stderr
+    [run] = mlflow_runs(project)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer.lr"] == "0.01"
+    assert run.data.params["dataset.features"] == "[cylinders]"
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    hist = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in hist] == list(range(100))
+    assert "final_loss" in run.data.metrics and "r2" in run.data.metrics
+    assert run.info.run_name == "linear-auto_mpg-numpy-sgd"
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "loss_curve.png", "coefficients.csv", "model"} <= arts
+
+
+def test_python_dash_m_and_console_script_agree():
+    script = Path(sys.executable).parent / "gradtrack"
+    out = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0 and "dataset" in out.stdout
