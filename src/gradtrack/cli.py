@@ -70,7 +70,7 @@ def print_summary(result, cfg) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -98,6 +98,29 @@ def main(cfg: DictConfig) -> float | None:
     print_trace(result, obj.backend.dtype)
     print_summary(result, obj)
     return result.metrics.get(obj.sweep_metric)
+
+
+def main() -> float | None:
+    """The console entry point: a bad override is an input error (message, exit 2)."""
+    from gradtrack.hydra_errors import explain
+
+    # Make Hydra re-raise composition errors instead of printing its own report and
+    # exiting 1; restored afterwards so nothing else sees the setting.
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return _app()
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            raise
+        print(f"gradtrack: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
 
 
 if __name__ == "__main__":

@@ -133,13 +133,21 @@ def _open_tracker(cfg: C.Config, root: Path):
     target = None
     if cfg.tracking.enabled:
         target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
-    return open_run(
-        cfg.tracking.enabled,
-        target,
-        cfg.tracking.experiment,
-        run_name(cfg),
-        cfg.tracking.flush_every,
-    )
+    try:
+        return open_run(
+            cfg.tracking.enabled,
+            target,
+            cfg.tracking.experiment,
+            run_name(cfg),
+            cfg.tracking.flush_every,
+        )
+    except OSError as exc:  # MlflowClient creates the SQLite folder itself
+        from gradtrack.errors import TrackingError
+
+        raise TrackingError(
+            f"tracking store {target.uri if target else ''}: cannot be created "
+            f"({exc.strerror}: {exc.filename}). Set tracking.root to a writable folder."
+        ) from exc
 
 
 def _tags(cfg: C.Config, root: Path, ds: Dataset) -> dict[str, str]:

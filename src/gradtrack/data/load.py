@@ -85,7 +85,10 @@ def load_dataset(dcfg, path: Path | None, task: str) -> Dataset:
         check_columns(df, path, list(dcfg.features), target)
         df, n_dropped = to_numeric(df, path, dcfg.dropna)
         if df.empty:
-            raise DataError(f"{path}: no rows left after dropping incomplete ones.")
+            raise DataError(
+                f"{path}: no rows left after dropping {n_dropped} incomplete one(s) "
+                "(dataset.dropna=true); fill the blank cells."
+            )
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     features = list(dcfg.features) or [c for c in df.columns if c != target]
     X_raw = df[features].to_numpy(dtype=np.float64)

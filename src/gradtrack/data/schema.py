@@ -18,14 +18,32 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def _lines(index: pd.Index, limit: int = 5) -> str:
-    """Data-row indices as file line numbers ("lines 3, 9 and 2 more")."""
-    nums = [str(int(i) + 2) for i in index[:limit]]
+    """Row labels (the file's own line numbers) as text ("lines 3, 9 and 2 more")."""
+    nums = [str(int(i)) for i in index[:limit]]
     more = f" and {len(index) - limit} more" if len(index) > limit else ""
     return f"line{'s' if len(index) > 1 else ''} {', '.join(nums)}{more}"
 
 
+def _decode(path: Path, raw: bytes) -> str:
+    # A UTF-8 byte-order mark (Excel adds one) is harmless: strip it rather than
+    # letting it glue itself to the first column's name.
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not UTF-8 text (undecodable byte at line {line}). Save the file as UTF-8 CSV."
+        ) from exc
+
+
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a numeric CSV with a header, refusing anything ambiguous."""
+    """Read a numeric CSV with a header, refusing anything ambiguous.
+
+    Cells stay text (converted by :func:`to_numeric`); the index holds each row's
+    line number in the file (the header is line 1) so errors can point at it.
+    """
     if not path.exists():
         raise DataError(
             f"{path}: file not found. Run `gradtrack-data` (or `make data`) to create the "
@@ -39,26 +57,49 @@ def read_table(path: Path) -> pd.DataFrame:
             f"{path}: the file is empty ({len(raw)} bytes); expected a CSV with a header "
             "row. Re-create it with `gradtrack-data`."
         )
-    # A UTF-8 byte-order mark (Excel adds one) is harmless: strip it rather than
-    # letting it glue itself to the first column's name.
-    text = raw[len(_BOM) :].decode("utf-8") if raw.startswith(_BOM) else raw.decode("utf-8")
-    header = next(csv.reader(io.StringIO(text)))
+    text = _decode(path, raw)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [c.strip() for c in next(reader)]
+        rows, lines, ragged = [], [], []
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank line
+            if len(fields) != len(header):
+                ragged.append((reader.line_num, len(fields)))
+            rows.append(fields)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a well-formed CSV ({exc}).") from exc
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         raise DataError(
             f"{path}: duplicated column name(s) {', '.join(map(repr, dupes))} in the "
             "header; every column needs a unique name."
         )
-    try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
+    if ragged:
+        first_line, n = ragged[0]
         raise DataError(
-            f"{path}: not a well-formed CSV ({exc}). A decimal comma ('1,5') splits a "
-            "value into two fields: use a decimal point."
-        ) from exc
-    if df.empty:
-        raise DataError(f"{path}: has a header but no data rows.")
-    return df
+            f"{path}: {_lines(pd.Index([r[0] for r in ragged]))} "
+            f"{'have' if len(ragged) > 1 else 'has'} {n} fields but the header has "
+            f"{len(header)} ({', '.join(header)}). A decimal comma (1,5) splits a value "
+            "into two fields: use a decimal point (1.5)."
+        )
+    if not rows:
+        raise DataError(
+            f"{path}: has a header but no data rows. Add data rows, or re-create the "
+            "file with `gradtrack-data`."
+        )
+    return pd.DataFrame(rows, columns=header, index=pd.Index(lines), dtype=str)
+
+
+def _as_float(text: str) -> float:
+    if "_" in text:  # Python accepts 1_000; a CSV reader should not
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def to_numeric(df: pd.DataFrame, path: Path, dropna: bool) -> tuple[pd.DataFrame, int]:
@@ -71,17 +112,23 @@ def to_numeric(df: pd.DataFrame, path: Path, dropna: bool) -> tuple[pd.DataFrame
         values = pd.to_numeric(text.where(~is_blank), errors="coerce")
         bad = values.isna() & ~is_blank
         if bad.any():
+            # pandas gives NaN for numbers beyond float range ("1e400"); Python's float
+            # reads them as ±inf, which the finiteness check below then reports.
+            values[bad] = [_as_float(v) for v in text[bad]]
+            bad = values.isna() & ~is_blank
+        if bad.any():
             examples = ", ".join(repr(v) for v in df[col][bad].head(3))
             raise DataError(
                 f"{path}: column {col!r} has non-numeric values ({examples}) at "
-                f"{_lines(df.index[bad])}. Use plain numbers with a decimal point."
+                f"{_lines(df.index[bad])}. Use plain numbers with a decimal point (1.5, "
+                "not 1,5)."
             )
         infinite = np.isinf(values)
         if infinite.any():
             raise DataError(
                 f"{path}: column {col!r} has infinite or out-of-range values "
                 f"({', '.join(repr(v) for v in df[col][infinite].head(3))}) at "
-                f"{_lines(df.index[infinite])}; values must be finite floats."
+                f"{_lines(df.index[infinite])}; values must be finite numbers; fix or remove those rows."
             )
         blank_rows |= is_blank
         out[col] = values.astype(float)
@@ -118,10 +165,11 @@ def check_binary_target(y: np.ndarray, path: Path, target: str, index: pd.Index)
         vals = ", ".join(repr(v) for v in np.unique(y[bad])[:3])
         raise DataError(
             f"{path}: column {target!r} must hold class labels 0 or 1; found {vals} at "
-            f"{_lines(index[bad])}."
+            f"{_lines(index[bad])}. Recode the labels as 0/1, or use model=linear for a "
+            "numeric target."
         )
     if np.unique(y).size < 2:
         raise DataError(
             f"{path}: column {target!r} holds only class {int(y[0])}; logistic regression "
-            "needs both classes 0 and 1 present."
+            "needs both classes 0 and 1 present; add rows of the other class."
         )

@@ -1,0 +1,104 @@
+"""Turn Hydra/OmegaConf composition errors into one-line messages naming key, problem and fix.
+
+Hydra reports a bad command-line override with its own wording, a hint that is often
+wrong for a structured schema ("use +optimizer.lrr=0.1") and exit status 1. gradtrack
+treats these like every other input error: a readable message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any
+
+from gradtrack import config as C
+
+# Config groups with a folder of options under conf/ (model=linear, backend=torch, ...).
+GROUPS = ("dataset", "model", "backend", "optimizer", "tracking", "experiment")
+
+
+def _node(path: list[str]) -> Any | None:
+    """The schema dataclass at ``path`` (["optimizer"] → OptimizerConfig), or None."""
+    node: Any = C.Config
+    for part in path:
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node if dataclasses.is_dataclass(node) else None
+
+
+def _type_name(path: list[str]) -> str | None:
+    parent = _node(path[:-1])
+    if parent is None:
+        return None
+    hint = typing.get_type_hints(parent).get(path[-1])
+    if hint is None:
+        return None
+    text = getattr(hint, "__name__", None) or str(hint)
+    if str(hint).startswith("list"):
+        return f"a list, e.g. {'.'.join(path)}=[a,b] (or [] for none)"
+    return {"float": "a number", "int": "a whole number", "bool": "true or false"}.get(
+        text, str(hint).replace("typing.", "")
+    )
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def explain(exc: BaseException) -> str | None:
+    """A user-facing message for a composition error, or None if ``exc`` is not one."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    if isinstance(exc, MissingConfigException):
+        missing = exc.missing_cfg_file or ""
+        group, _, option = missing.rpartition("/")
+        options = list(exc.options or [])
+        if group and options:
+            return (
+                f"{group}={option}: there is no {group} option {option!r}. Available options in "
+                f"'{group}': "
+                f"{', '.join(options)}.{_did_you_mean(option, options)} "
+                f"(each is a file in conf/{group}/)"
+            )
+        return f"{str(exc).splitlines()[0].rstrip('.')}. Check the config name on the command line."
+    if isinstance(exc, OverrideParseException):
+        return (
+            f"could not parse a command-line override ({str(exc).splitlines()[0]}). "
+            "Write overrides as key=value, lists as key=[a,b]; quote values with spaces."
+        )
+    if not isinstance(exc, ConfigCompositionException):
+        return None
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None) or ""
+    path = key.split(".") if key else []
+    if key == "experiment" or str(exc).startswith("Could not override 'experiment'"):
+        return "experiment: pick a named experiment with a plus sign: +experiment=<name>."
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and path:
+        parent = _node(path[:-1])
+        where = ".".join(path[:-1]) or "the top level"
+        if parent is None:
+            return f"{key}: unknown key. Check the spelling against conf/."
+        valid = [f.name for f in dataclasses.fields(parent)]
+        if not path[:-1]:
+            valid = sorted(set(valid) | {g for g in GROUPS if g != "experiment"})
+        return (
+            f"{key}: unknown key in {where}.{_did_you_mean(path[-1], valid)} "
+            f"Valid keys: {', '.join(valid)}."
+        )
+    if isinstance(cause, ValidationError) and path:
+        first = str(cause).splitlines()[0]
+        want = _type_name(path)
+        hint = f" {key} takes {want}." if want else ""
+        return f"{key}: invalid value ({first}).{hint} Fix it on the command line."
+    return f"{str(exc).splitlines()[0].rstrip('.')}. Check the overrides on the command line."
