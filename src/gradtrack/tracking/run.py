@@ -72,6 +72,13 @@ class TrackedRun:
         tags = {"mlflow.runName": self.run_name}
         if parent:
             tags["mlflow.parentRunId"] = parent
+            # Set per job by gradtrack.sweep: which sweep, and this job's overrides.
+            for tag, var in (
+                ("sweep_id", "GRADTRACK_SWEEP_ID"),
+                ("overrides", "GRADTRACK_JOB_OVERRIDES"),
+            ):
+                if os.environ.get(var):
+                    tags[tag] = os.environ[var]
         try:
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.run_name)
         except Exception as exc:

@@ -1,0 +1,403 @@
+"""One Hydra sweep, one MLflow parent run: its jobs are the child runs.
+
+``MlflowSweepCallback`` is registered under ``hydra.callbacks`` in conf/config.yaml.
+
+* ``on_multirun_start`` (main process) expands the sweep and composes + validates
+  every job's config first, so a typo in one sweep value fails before any job runs
+  and before any MLflow run exists. It then opens the store once (which also runs
+  SQLite's schema migration once, not racing in N parallel jobs) and creates the
+  parent run.
+* ``on_job_start`` runs wherever the job runs (same process, a joblib worker, a Ray
+  worker: Hydra pickles this callback with its state), and exports the parent run
+  id, the sweep id and the job's overrides as environment variables that
+  ``TrackedRun`` turns into tags.
+* ``on_multirun_end`` (or, when a job failed and Hydra aborts the sweep with an
+  error, an ``atexit`` hook) writes the summary onto the parent run and ends it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import math
+import os
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gradtrack.errors import ConfigError
+
+ENV_PARENT = "GRADTRACK_PARENT_RUN_ID"
+ENV_SWEEP = "GRADTRACK_SWEEP_ID"
+ENV_OVERRIDES = "GRADTRACK_JOB_OVERRIDES"
+# Child metrics shown in the comparison table, besides the sweep metric.
+TABLE_METRICS = ("final_loss", "r2", "accuracy", "final_x", "steps_per_second")
+
+
+class SweepConfigError(CompactHydraException, ConfigError):
+    """A sweep value that would make a job fail at composition/validation time.
+
+    A CompactHydraException, so Hydra prints just the message (no stack trace).
+    """
+
+
+@dataclass
+class ChildRow:
+    """One job of the sweep as seen in the store (plain data for the summary)."""
+
+    overrides: str
+    run_id: str | None  # None: the job never created a run
+    status: str  # FINISHED, FAILED, KILLED, RUNNING, or NO_RUN
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+def expand_sweep(config: DictConfig) -> list[list[str]]:
+    """The job override lists the basic sweeper will launch, in launch order.
+
+    Other sweepers (optuna, ...) choose jobs as they go: return [] and skip checks.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    target = OmegaConf.select(config, "hydra.sweeper._target_", default="")
+    if not str(target).endswith("BasicSweeper"):
+        return []
+    args = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(args), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def check_jobs(config: DictConfig, jobs: list[list[str]]) -> list[Any]:
+    """Compose every job's config exactly as the launcher will, and validate it.
+
+    Returns the typed configs; raises SweepConfigError naming every bad job.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gradtrack import config as C
+    from gradtrack.train import project_root, resolve_path
+
+    loader = GlobalHydra.instance().config_loader()
+    problems: list[str] = []
+    typed: list[Any] = []
+    for i, job in enumerate(jobs):
+        label = f"job #{i} ({' '.join(job)})"
+        try:
+            cfg = loader.load_sweep_config(config, list(job))
+            with open_dict(cfg):
+                del cfg["hydra"]
+            obj = OmegaConf.to_object(cfg)
+            C.validate(obj)
+        except Exception as exc:  # Hydra/OmegaConf raise many types; the text says what
+            problems.append(f"{label}: {_first_lines(exc)}")
+            continue
+        path = resolve_path(project_root(obj), obj.dataset.path)
+        if path is not None and not path.exists():
+            problems.append(
+                f"{label}: dataset.path: {path} does not exist. Run `gradtrack-data "
+                "fetch` and `gradtrack-data prepare`, or fix dataset.path."
+            )
+            continue
+        typed.append(obj)
+    if problems:
+        raise SweepConfigError(
+            f"sweep not started: {len(problems)} of {len(jobs)} jobs have an invalid "
+            "config (no job ran, no MLflow run was created):\n  - "
+            + "\n  - ".join(problems)
+            + "\nFix the sweep value(s) named above and rerun."
+        )
+    return typed
+
+
+def _first_lines(exc: BaseException, n: int = 12) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += f" ({str(cause).strip()})"
+    return "\n    ".join(text.splitlines()[:n])
+
+
+class MlflowSweepCallback(Callback):
+    """Groups a Hydra multirun under one MLflow parent run (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+        self.sweep_id: str | None = None
+        self.tracking_uri: str | None = None
+        self.experiment_id: str | None = None
+        self.sweep_metric = "final_loss"
+        self.jobs: list[str] = []
+        self._finished = False
+
+    # -- Hydra hooks -------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = expand_sweep(config)
+        try:
+            typed = check_jobs(config, jobs)
+        except SweepConfigError as exc:
+            # Hydra turns exceptions raised by callbacks into warnings and carries on;
+            # SystemExit is not an Exception, so it really stops the sweep here.
+            print(f"gradtrack: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        self.jobs = [" ".join(j) for j in jobs]
+        first = typed[0] if typed else OmegaConf.to_object(_without_hydra(config))
+        if not first.tracking.enabled:
+            return
+        self._open_parent(first, config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Runs in the job's own process: environment variables reach TrackedRun.
+        _follow_launch_dir(config)
+        if self.parent_run_id is None:
+            return
+        os.environ[ENV_PARENT] = self.parent_run_id
+        os.environ[ENV_SWEEP] = self.sweep_id or ""
+        os.environ[ENV_OVERRIDES] = " ".join(config.hydra.overrides.task)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.finish()
+
+    # -- parent run --------------------------------------------------------------
+    def _open_parent(self, cfg: Any, config: DictConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from gradtrack.tracking.store import ensure_experiment, resolve_tracking
+        from gradtrack.train import project_root, resolve_path
+
+        target = resolve_tracking(
+            cfg.tracking.uri, resolve_path(project_root(cfg), cfg.tracking.root)
+        )
+        client = MlflowClient(tracking_uri=target.uri)
+        self.experiment_id = ensure_experiment(client, cfg.tracking.experiment, target)
+        self.tracking_uri = target.uri
+        self.sweep_id = uuid.uuid4().hex[:12]
+        self.sweep_metric = cfg.sweep_metric
+        sweep_args = " ".join(OmegaConf.to_container(config.hydra.overrides.task))
+        name = f"sweep-{self.sweep_id}"
+        run = client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={
+                "mlflow.runName": name,
+                "sweep_id": self.sweep_id,
+                "sweep_role": "parent",
+                "sweep_overrides": sweep_args[:5000],
+                "sweep_jobs": str(len(self.jobs)),
+                "sweep_metric": self.sweep_metric,
+                "launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
+            },
+        )
+        self.parent_run_id = run.info.run_id
+        # Also exported here, so processes forked/spawned later inherit them.
+        os.environ[ENV_PARENT] = self.parent_run_id
+        os.environ[ENV_SWEEP] = self.sweep_id
+        # A failed job makes Hydra raise out of the sweep (on_multirun_end never
+        # runs); the parent must still get its summary and must not stay RUNNING.
+        atexit.register(self.finish)
+        print(
+            f"gradtrack sweep {self.sweep_id}: {len(self.jobs)} jobs, parent run {run.info.run_id}"
+        )
+
+    def finish(self) -> None:
+        """Summarise the children onto the parent run and end it (idempotent)."""
+        if self._finished or self.parent_run_id is None:
+            return
+        self._finished = True
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        status = "FAILED"
+        try:
+            rows = collect_children(client, self.experiment_id, self.parent_run_id, self.jobs)
+            status = write_summary(client, self.parent_run_id, rows, self.sweep_metric)
+        finally:
+            client.set_terminated(self.parent_run_id, status=status)
+
+
+def _follow_launch_dir(config: DictConfig) -> None:
+    """Run the job where the sweep was started, as the basic launcher does.
+
+    With hydra.job.chdir=false, relative paths (data/, mlruns/) mean "where you
+    started the command". A Ray worker starts elsewhere (wherever its raylet runs);
+    on the same machine, step into the launch directory so paths mean the same.
+    On another machine that directory may not exist: set paths.root there instead.
+    """
+    launch = OmegaConf.select(config, "hydra.runtime.cwd")
+    if OmegaConf.select(config, "hydra.job.chdir") or not launch:
+        return
+    if os.getcwd() != launch and os.path.isdir(launch):
+        os.chdir(launch)
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    from gradtrack.config import Config
+
+    return OmegaConf.merge(OmegaConf.structured(Config), cfg)
+
+
+def collect_children(
+    client: Any, experiment_id: str, parent_run_id: str, jobs: list[str]
+) -> list[ChildRow]:
+    """One row per expected job (launch order), then any unexpected children."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=50_000,
+    )
+    by_overrides: dict[str, list[Any]] = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time or 0):
+        by_overrides.setdefault(r.data.tags.get("overrides", ""), []).append(r)
+    rows: list[ChildRow] = []
+    for job in jobs:
+        found = by_overrides.get(job)
+        if not found:
+            rows.append(ChildRow(job, None, "NO_RUN", error="the job failed before creating a run"))
+            continue
+        rows.append(_row(found.pop(0)))
+    rows.extend(_row(r) for rest in by_overrides.values() for r in rest)
+    return rows
+
+
+def _row(run: Any) -> ChildRow:
+    return ChildRow(
+        overrides=run.data.tags.get("overrides", ""),
+        run_id=run.info.run_id,
+        status=run.info.status,
+        metrics=dict(run.data.metrics),
+        error=run.data.tags.get("error", "")[:300],
+    )
+
+
+def best_row(rows: list[ChildRow], metric: str) -> ChildRow | None:
+    """The finished child with the lowest finite ``metric``."""
+    ok = [
+        r for r in rows if r.status == "FINISHED" and math.isfinite(r.metrics.get(metric, math.nan))
+    ]
+    return min(ok, key=lambda r: r.metrics[metric]) if ok else None
+
+
+def table(rows: list[ChildRow], metric: str) -> tuple[list[str], list[list[str]]]:
+    cols = [metric] + [m for m in TABLE_METRICS if m != metric]
+    cols = [c for c in cols if any(c in r.metrics for r in rows)] or [metric]
+    header = ["overrides", "status", "run_id", *cols, "error"]
+    body = []
+    for r in rows:
+        vals = [f"{r.metrics[c]:.10g}" if c in r.metrics else "" for c in cols]
+        body.append(
+            [
+                r.overrides,
+                r.status,
+                r.run_id or "",
+                *vals,
+                r.error.splitlines()[0] if r.error else "",
+            ]
+        )
+    return header, body
+
+
+def write_summary(client: Any, parent_run_id: str, rows: list[ChildRow], metric: str) -> str:
+    """Log table (Markdown + CSV), overlaid loss curves, best child and failures.
+
+    Returns the parent's final status: FINISHED only if every job finished.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    failed = [r for r in rows if r.status != "FINISHED"]
+    best = best_row(rows, metric)
+    header, body = table(rows, metric)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        buf = io.StringIO()
+        csv.writer(buf).writerows([header, *body])
+        (d / "sweep_summary.csv").write_text(buf.getvalue())
+        (d / "sweep_summary.md").write_text(_markdown(header, body, rows, failed, best, metric))
+        _loss_curves(client, rows, d / "loss_curves.png")
+        client.log_artifacts(parent_run_id, str(d))
+    tags = [
+        RunTag("failed_jobs", str(len(failed))),
+        RunTag("finished_jobs", str(len(rows) - len(failed))),
+    ]
+    if failed:
+        listing = "; ".join(f"{r.overrides} [{r.status}]" for r in failed)
+        tags.append(RunTag("failed_overrides", listing[:5000]))
+    metrics = []
+    if best is not None:
+        tags += [RunTag("best_run_id", best.run_id), RunTag("best_overrides", best.overrides)]
+        metrics.append(Metric(f"best/{metric}", best.metrics[metric], 0, 0))
+    client.log_batch(parent_run_id, metrics=metrics, tags=tags, synchronous=True)
+    done = len(rows) - len(failed)
+    line = f"gradtrack sweep: {done}/{len(rows)} jobs finished"
+    if failed:
+        line += f", {len(failed)} failed: " + "; ".join(r.overrides for r in failed)
+    if best is not None:
+        line += f"; best {metric}={best.metrics[metric]:.6g} ({best.overrides}, run {best.run_id})"
+    print(line, file=sys.stderr if failed else sys.stdout)
+    if any(r.status == "KILLED" for r in rows):
+        return "KILLED"
+    return "FAILED" if failed else "FINISHED"
+
+
+def _markdown(header, body, rows, failed, best, metric) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"# Sweep summary ({len(rows)} jobs, {len(failed)} failed)", ""]
+    if best is not None:
+        lines += [
+            f"Best by `{metric}` (lower is better): `{best.overrides}` = "
+            f"{best.metrics[metric]:.10g}, run `{best.run_id}`",
+            "",
+        ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    if failed:
+        lines += ["", "## Failed jobs", ""]
+        lines += [
+            f"- `{r.overrides}`: {r.status} {esc(r.error.splitlines()[0]) if r.error else ''}"
+            for r in failed
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _loss_curves(client: Any, rows: list[ChildRow], path: Path) -> None:
+    from gradtrack.artifacts import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive = True
+    for r in rows:
+        if r.run_id is None:
+            continue
+        hist = sorted(client.get_metric_history(r.run_id, "loss"), key=lambda m: m.step)
+        if not hist:
+            continue
+        ys = [m.value for m in hist]
+        positive = positive and min(ys) > 0
+        style = "-" if r.status == "FINISHED" else ":"
+        ax.plot([m.step for m in hist], ys, style, label=f"{r.overrides} [{r.status}]"[:80])
+    if positive and ax.lines:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("sweep: loss per job")
+    if ax.lines:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,262 @@
+"""Hydra sweeps: one MLflow parent run per sweep, jobs as children, summary, launchers.
+
+Every test runs the real CLI (``python -m gradtrack -m ...``) in a fresh project
+folder, against a real SQLite store (and, for Ray, a real local Ray head).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import mlflow_runs, run_cli
+
+QUICK = ["model=quadratic", "steps=20"]
+
+
+def _client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+
+
+def _split(project: Path):
+    """(parent runs, child runs) of the project's store."""
+    runs = mlflow_runs(project)
+    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def _check_landed(project: Path, n_jobs: int, steps: int) -> tuple:
+    """Exactly one parent, n_jobs FINISHED children under it, full loss histories."""
+    parents, children = _split(project)
+    assert len(parents) == 1, [r.data.tags for r in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == n_jobs
+    client = _client(project)
+    for c in children:
+        assert c.info.status == "FINISHED", c.data.tags.get("error")
+        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert c.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+        steps_logged = sorted(m.step for m in client.get_metric_history(c.info.run_id, "loss"))
+        assert steps_logged == list(range(steps)), c.data.tags["overrides"]
+    assert len({c.data.tags["overrides"] for c in children}) == n_jobs
+    return parent, children
+
+
+# -- one sweep, one parent --------------------------------------------------------
+
+
+def test_sweep_groups_jobs_under_one_parent_with_summary(project):
+    res = run_cli(["-m", *QUICK, "optimizer.lr=0.01,0.1"], project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    parent, children = _check_landed(project, 2, 20)
+    by = {c.data.tags["overrides"]: c for c in children}
+    assert set(by) == {
+        "model=quadratic steps=20 optimizer.lr=0.01",
+        "model=quadratic steps=20 optimizer.lr=0.1",
+    }
+    # lr=0.1 gets further down 2x^2 - 4x... in 20 steps: it is the best child.
+    best = by["model=quadratic steps=20 optimizer.lr=0.1"]
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best/final_loss"] == best.data.metrics["final_loss"]
+    assert parent.data.tags["failed_jobs"] == "0"
+    client = _client(project)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert names == {"sweep_summary.md", "sweep_summary.csv", "loss_curves.png"}
+    md = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.md")).read_text()
+    assert best.info.run_id in md and "optimizer.lr=0.01" in md
+    csv_text = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.csv")).read_text()
+    assert len(csv_text.strip().splitlines()) == 3  # header + 2 jobs
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ("optimizer.lr=0.1,abc", "optimizer.lr=abc"),
+        ("model=quadratic,mpl", "model=mpl"),
+        ("optimizer.lr=0.1,-1", "optimizer.lr: must be > 0"),
+    ],
+)
+def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
+    res = run_cli(["-m", "steps=5", bad], project)
+    assert res.returncode != 0
+    assert named in res.stderr
+    assert "sweep not started" in res.stderr
+    # Nothing ran: no job printed a trace, no run (parent or child) exists.
+    assert "step    1" not in res.stdout
+    assert mlflow_runs(project) == []
+
+
+# -- failure isolation ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project):
+    res = run_cli(
+        [
+            "-m",
+            "+experiment=fit_linear",
+            "backend=numpy",
+            "steps=50",
+            "tracking.log_model=false",
+            "optimizer.lr=0.01,1e6,0.1",
+        ],
+        project,
+    )
+    assert res.returncode != 0  # the sweep reports the failure
+    parents, children = _split(project)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    status = {c.data.tags["overrides"].split()[-1]: c for c in children}
+    assert status["optimizer.lr=1000000.0"].info.status == "FAILED"
+    assert status["optimizer.lr=1000000.0"].data.tags["diverged"] == "true"
+    assert status["optimizer.lr=0.01"].info.status == "FINISHED"
+    assert status["optimizer.lr=0.1"].info.status == "FINISHED"
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["failed_jobs"] == "1"
+    assert "optimizer.lr=1000000.0" in parent.data.tags["failed_overrides"]
+    assert parent.data.tags["best_run_id"] == status["optimizer.lr=0.1"].info.run_id
+    md = Path(
+        _client(project).download_artifacts(parent.info.run_id, "sweep_summary.md")
+    ).read_text()
+    assert "## Failed jobs" in md and "optimizer.lr=1000000.0" in md and "diverged" in md
+
+
+# -- parallel on one machine ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_joblib_eight_parallel_jobs_on_a_fresh_sqlite_store(project):
+    assert not (project / "mlruns").exists()
+    res = run_cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=4",
+            "model=quadratic",
+            "steps=300",
+            "optimizer=sgd,adam",
+            "optimizer.lr=0.01,0.02,0.03,0.04",
+        ],
+        project,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "database is locked" not in res.stdout + res.stderr
+    _check_landed(project, 8, 300)
+
+
+# -- reproducibility --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rerunning_a_sweep_reproduces_every_child_exactly(tmp_path, prepared_data):
+    finals = []
+    for attempt in ("a", "b"):
+        proj = tmp_path / attempt
+        proj.mkdir()
+        (proj / "data").symlink_to(prepared_data, target_is_directory=True)
+        res = run_cli(
+            [
+                "-m",
+                "+experiment=fit_linear",
+                "steps=60",
+                "tracking.log_model=false",
+                "model.init=normal",
+                "backend=numpy,torch",
+                "optimizer.lr=0.05,0.2",
+            ],
+            proj,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        _, children = _split(proj)
+        assert len(children) == 4
+        finals.append({c.data.tags["overrides"]: c.data.metrics["final_loss"] for c in children})
+    assert finals[0] == finals[1]  # exact, per override set
+
+
+# -- distributed: Ray ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real Ray head on loopback (2 CPUs), started from another folder; stopped after."""
+    port = _free_port()
+    ray = Path(sys.executable).parent / "ray"
+    where = tmp_path / "ray_cwd"
+    where.mkdir()
+    proc = subprocess.Popen(
+        [
+            str(ray),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        cwd=where,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: teardown stops exactly this head
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "ray start exited"
+                time.sleep(0.5)
+        else:
+            pytest.fail("Ray head did not come up in 90 s")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_launcher_runs_the_sweep_on_a_ray_cluster(project, ray_head):
+    res = run_cli(
+        [
+            "-m",
+            "hydra/launcher=ray_cluster",
+            f"hydra.launcher.ray.init.address={ray_head}",
+            "model=quadratic",
+            "steps=50",
+            "optimizer.lr=0.01,0.02,0.03",
+        ],
+        project,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Connected to Ray cluster" in res.stderr
+    parent, children = _check_landed(project, 3, 50)
+    # The jobs really ran in Ray workers, not in the sweep process.
+    assert "(_run_job pid=" in res.stdout + res.stderr
+    assert parent.data.tags["launcher"].endswith("RayLauncher")
