@@ -11,6 +11,7 @@ import json
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from gradtrack.optimizers import OptimizerSpec
 from gradtrack.progress import Progress
 
 CHUNK_STEPS = 500  # steps per backend call: bounds latency of logging and progress
+# Per-step metrics are kept in memory while training and sent after the loop, or at a
+# chunk end once this many seconds passed since the last send (live curves for long
+# runs). Storing one value costs more than a whole step of a small model (see
+# benchmarks/), so short runs never pay for it inside the training loop.
+LIVE_SEND_SECONDS = 10.0
 
 
 @dataclass
@@ -188,8 +194,12 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     )
     losses, norms, values = [], [], []
     done = 0
-    t0 = time.perf_counter()
-    with Progress(cfg.steps, enabled=cfg.steps >= cfg.progress_min_steps) as bar:
+    unsent: list[tuple[int, dict[str, np.ndarray]]] = []
+    t0 = last_send = time.perf_counter()
+    with (
+        Progress(cfg.steps, enabled=cfg.steps >= cfg.progress_min_steps) as bar,
+        _send_on_error(trk, unsent, cfg.log_every),
+    ):
         while done < cfg.steps:
             n = min(CHUNK_STEPS, cfg.steps - done)
             rec = trainer.run(n)
@@ -199,7 +209,8 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
                 series["x"] = rec.values
             if bad.any():
                 first = int(np.argmax(bad))
-                _log_series(trk, done, {k: v[:first] for k, v in series.items()}, cfg.log_every)
+                unsent.append((done, {k: v[:first] for k, v in series.items()}))
+                _send_series(trk, unsent, cfg.log_every)
                 last = done + first - 1
                 last_loss = (
                     float(rec.losses[first - 1])
@@ -208,7 +219,11 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
                 )
                 trk.log_metrics({"last_finite_step": max(last, -1)})
                 raise DivergedError(done + first, last, last_loss)
-            _log_series(trk, done, series, cfg.log_every)
+            unsent.append((done, series))
+            if time.perf_counter() - last_send >= LIVE_SEND_SECONDS:
+                _send_series(trk, unsent, cfg.log_every)
+                trk.flush()
+                last_send = time.perf_counter()
             losses.append(rec.losses)
             norms.append(rec.grad_norms)
             if rec.values is not None:
@@ -216,6 +231,7 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             done += n
             bar.update(n, float(rec.losses[-1]))
     wall = time.perf_counter() - t0
+    _send_series(trk, unsent, cfg.log_every)
     params = trainer.params()
     result = RunResult(
         losses=np.concatenate(losses),
@@ -237,6 +253,24 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             {f"{k}_final": v for k, v in _gradcheck(cfg, backend, problem, params, ds).items()}
         )
     return result
+
+
+def _send_series(trk, unsent: list[tuple[int, dict[str, np.ndarray]]], every: int) -> None:
+    """Hand the buffered chunks to the tracker (which batches them), emptying ``unsent``."""
+    while unsent:
+        start, series = unsent.pop(0)
+        _log_series(trk, start, series, every)
+
+
+@contextmanager
+def _send_on_error(trk, unsent: list, every: int):
+    """If training stops early (divergence, Ctrl-C, SIGTERM), still record the steps made."""
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):  # the original error is what the run must report
+            _send_series(trk, unsent, every)
+        raise
 
 
 def _log_series(trk, start: int, series: dict[str, np.ndarray], every: int) -> None:
