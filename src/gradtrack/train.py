@@ -25,6 +25,7 @@ from gradtrack.data.load import Dataset, load_dataset, to_original_units
 from gradtrack.errors import DivergedError
 from gradtrack.models import InitSpec, get_problem
 from gradtrack.optimizers import OptimizerSpec
+from gradtrack.pipeline.lineage import dvc_tags
 from gradtrack.progress import Progress
 
 CHUNK_STEPS = 500  # steps per backend call: bounds latency of logging and progress
@@ -169,6 +170,8 @@ def _tags(cfg: C.Config, root: Path, ds: Dataset) -> dict[str, str]:
         tags["data_sha256"] = ds.digest
         tags["data_rows"] = str(ds.n_rows)
         tags["data_rows_dropped"] = str(ds.n_dropped)
+    # Started by `dvc repro`: the stage name and the md5 dvc.lock records for the data.
+    tags.update(dvc_tags(ds.path))
     return tags
 
 
