@@ -105,3 +105,25 @@ def coefficient_chart(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def loss_overlay(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
+    """Several runs' loss histories on one plot: label → (steps, losses)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive, spread = True, 1.0
+    for label, (steps, losses) in curves.items():
+        ax.plot(steps, losses, label=label, lw=1.2)
+        if len(losses):
+            positive = positive and bool(np.all(losses > 0))
+            spread = max(spread, float(losses.max() / max(losses.min(), 1e-300)))
+    if curves and positive and spread > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if curves:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -35,14 +35,20 @@ except ImportError:  # pragma: no cover - mlflow is a hard dependency
 
 def save_linear_model(path: Path, features, coef, intercept, kind: str, example: pd.DataFrame):
     import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     model = LinearPyfunc(features, list(map(float, coef)), float(intercept), kind)
     preds = model.predict(None, example)
+    # Inputs are any numeric dtype: MLflow refuses int64 for a "double" column, yet
+    # pd.read_csv of the training file gives int64 columns (pima's counts).
+    # predict() converts every column to float64 itself.
+    inputs = Schema([ColSpec(AnyType(), name) for name in features])
+    outputs = infer_signature(example, preds).outputs
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=model,
-        signature=infer_signature(example, preds),
+        signature=ModelSignature(inputs=inputs, outputs=outputs),
         input_example=example,
         pip_requirements=["numpy", "pandas"],
     )

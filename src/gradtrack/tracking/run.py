@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,6 @@ from gradtrack.tracking.store import TrackingTarget, ensure_experiment
 
 # MLflow's log_batch accepts at most 1000 metrics per call.
 MAX_BATCH = 1000
-
-# An unreachable server should fail in seconds, not after minutes of retries.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 class Terminated(BaseException):
@@ -104,17 +102,25 @@ class TrackedRun:
             tags["diverged"] = "true"
             tags["diverged_at_step"] = str(exc.step)
             tags["last_finite_step"] = str(exc.last_finite_step)
-        try:
-            self.flush()
-            if tags:
-                self.set_tags(tags)
-        finally:
-            # Always end the run, even if the last flush failed: never leave it RUNNING.
+        # A second Ctrl-C / SIGTERM while we write the end status would leave the run
+        # RUNNING; hold such signals until the run is closed (they fire right after).
+        with _signals_deferred():
             try:
-                self.client.set_terminated(self.run_id, status=status)
+                self.flush()
+                if tags:
+                    self.set_tags(tags)
             except Exception:
+                # A failing store must not hide the error that ended the run.
                 if exc_type is None:
+                    status = "FAILED"
                     raise
+            finally:
+                # Always end the run, even if the last flush failed: never leave it RUNNING.
+                try:
+                    self.client.set_terminated(self.run_id, status=status)
+                except Exception:
+                    if exc_type is None:
+                        raise
         return False
 
     # -- logging -----------------------------------------------------------------
@@ -187,6 +193,21 @@ class TrackedRun:
             path = Path(tmp) / "model"
             writer(path)
             self.client.log_artifacts(self.run_id, str(path), "model")
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Block SIGINT/SIGTERM for the duration (main thread of a POSIX process only)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    can_block = hasattr(signal, "pthread_sigmask") and (
+        threading.current_thread() is threading.main_thread()
+    )
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs) if can_block else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _dataset_input(dataset, tag):

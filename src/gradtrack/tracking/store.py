@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from gradtrack.errors import TrackingError
+
+# An unreachable server should fail in seconds, not after minutes of MLflow's retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+PREFLIGHT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,32 @@ def resolve_tracking(uri: str | None, root_dir: Path) -> TrackingTarget:
     )
 
 
+def check_server(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+    """Fail in seconds, with a plain message, when nothing answers at an http(s) URI.
+
+    Only a connection failure counts: a server behind a proxy may answer /health with
+    an HTTP error and still serve the tracking API.
+    """
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}). "
+            "Start one (mlflow server --host 127.0.0.1 --port PORT --backend-store-uri "
+            "sqlite:///mlflow.db), fix tracking.uri, or use tracking=local for the "
+            "embedded store."
+        ) from exc
+
+
 def ensure_experiment(client, name: str, target: TrackingTarget) -> str:
     """Create (or find) the experiment; raises TrackingError if the store is unusable."""
+    if target.uri.startswith(("http://", "https://")):
+        check_server(target.uri)
     if target.uri.startswith("sqlite:///"):
         db = Path(target.uri[len("sqlite:///") :])
         try:

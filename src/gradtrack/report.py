@@ -1,0 +1,244 @@
+"""``gradtrack-report``: read runs back from MLflow and compare them side by side.
+
+Writes ``report.md`` (a table of the params that differ, final metrics, baseline
+errors and status) and ``loss_curves.png`` (every run's loss history on one plot).
+The core, :func:`build_report`, takes an ``MlflowClient`` and runs so a sweep can
+call it directly on its children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+FINAL_METRICS = (
+    "final_loss",
+    "r2",
+    "mse",
+    "accuracy",
+    "final_x",
+    "train_seconds",
+    "steps_per_second",
+)
+BASELINE_METRICS = ("baseline/coef_max_rel_err", "baseline/loss_gap", "baseline/pass")
+# Params that differ between every run and say nothing about the configuration.
+IGNORED_PARAMS = ("tracking.run_name",)
+MAX_RUNS = 10_000
+
+
+class ReportError(Exception):
+    """Bad arguments or an empty selection; the message says what to change."""
+
+
+def default_tracking_uri() -> str:
+    """The embedded store ``gradtrack`` writes by default, relative to the cwd."""
+    return f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _label(run) -> str:
+    return f"{run.info.run_name or 'run'} ({run.info.run_id[:8]})"
+
+
+def differing_params(runs: list) -> list[str]:
+    """Param keys whose value is not the same in every run (missing counts as a value)."""
+    keys = sorted({k for r in runs for k in r.data.params} - set(IGNORED_PARAMS))
+    return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
+
+
+def comparison_rows(runs: list) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per run: run, status, differing params, metrics, errors."""
+    params = differing_params(runs)
+    metrics = [
+        m for m in FINAL_METRICS + BASELINE_METRICS if any(m in r.data.metrics for r in runs)
+    ]
+    header = ["run", "status", *params, *metrics, "note"]
+    rows = []
+    for r in runs:
+        t = r.data.tags
+        note = ""
+        if t.get("diverged") == "true":
+            note = f"diverged after step {t.get('last_finite_step', '?')}"
+        elif t.get("error"):
+            note = t["error"][:120]
+        elif t.get("killed_by"):
+            note = f"killed ({t['killed_by']})"
+        rows.append(
+            [
+                _label(r),
+                r.info.status,
+                *[_fmt(r.data.params.get(p)) for p in params],
+                *[_fmt(r.data.metrics.get(m)) for m in metrics],
+                _fmt(note),
+            ]
+        )
+    return header, rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_fmt(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def loss_histories(client, runs: list, key: str = "loss") -> dict[str, tuple]:
+    """label → (steps, values) of each run's metric history, in step order."""
+    import numpy as np
+
+    out = {}
+    for r in runs:
+        hist = sorted(client.get_metric_history(r.info.run_id, key), key=lambda m: m.step)
+        if hist:
+            out[_label(r)] = (
+                np.array([m.step for m in hist], dtype=np.int64),
+                np.array([m.value for m in hist], dtype=np.float64),
+            )
+    return out
+
+
+def build_report(client, runs: list, out_dir: Path, title: str = "gradtrack runs") -> Path:
+    """Write ``out_dir/report.md`` and ``out_dir/loss_curves.png``; return the .md path.
+
+    ``client`` is an ``mlflow.tracking.MlflowClient``; ``runs`` are ``mlflow.entities.Run``
+    objects (e.g. from ``client.search_runs``), reported in the given order.
+    """
+    from gradtrack.artifacts import loss_overlay
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header, rows = comparison_rows(runs)
+    curves = loss_histories(client, runs)
+    loss_overlay(curves, out_dir / "loss_curves.png", title)
+    statuses = {}
+    for r in runs:
+        statuses[r.info.status] = statuses.get(r.info.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    same = sorted(
+        {k for r in runs for k in r.data.params} - set(differing_params(runs)) - set(IGNORED_PARAMS)
+    )
+    text = [
+        f"# {title}",
+        "",
+        f"{len(runs)} runs ({summary}) from `{client.tracking_uri}`.",
+        "",
+        "## Comparison",
+        "",
+        _markdown_table(header, rows),
+        "",
+        "Columns between *status* and the metrics are the params that differ between runs; "
+        f"{len(same)} other params are identical.",
+        "",
+        "## Loss curves",
+        "",
+        "![loss curves](loss_curves.png)",
+        "",
+    ]
+    missing = [_label(r) for r in runs if _label(r) not in curves]
+    if missing:
+        text += [f"No loss history for: {', '.join(missing)}.", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
+
+
+def select_runs(
+    client,
+    experiment: str | None = None,
+    sweep_id: str | None = None,
+    run_ids: list[str] | None = None,
+) -> list:
+    """Runs by explicit ids, by sweep (tag ``sweep_id``) or by experiment name, oldest first."""
+    if run_ids:
+        runs = []
+        for rid in run_ids:
+            try:
+                runs.append(client.get_run(rid))
+            except Exception as exc:
+                raise ReportError(f"--run-ids: no run {rid!r} in {client.tracking_uri}") from exc
+        return runs
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = [e.name for e in client.search_experiments()]
+            raise ReportError(
+                f"--experiment: no experiment {experiment!r} in {client.tracking_uri} "
+                f"(existing: {', '.join(names) or 'none'})"
+            )
+        exp_ids = [exp.experiment_id]
+    else:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+    filt = f"tags.sweep_id = '{sweep_id}'" if sweep_id else ""
+    runs = client.search_runs(
+        exp_ids, filter_string=filt, max_results=MAX_RUNS, order_by=["attributes.start_time ASC"]
+    )
+    if sweep_id:
+        # The sweep's parent run carries the id too; the comparison is between children.
+        runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags] or runs
+    if not runs:
+        what = f"sweep_id={sweep_id!r}" if sweep_id else f"experiment {experiment!r}"
+        raise ReportError(f"no runs found for {what} in {client.tracking_uri}")
+    return runs
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gradtrack-report",
+        description="Compare MLflow runs: writes OUT/report.md and OUT/loss_curves.png.",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: sqlite:///<cwd>/mlruns/mlflow.db)",
+    )
+    sel = p.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--experiment", help="every run of this MLflow experiment")
+    sel.add_argument("--sweep-id", help="the runs tagged sweep_id=<ID> (one Hydra sweep)")
+    sel.add_argument("--run-ids", nargs="+", metavar="RUN_ID", help="these runs")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        # Opening a missing SQLite file would silently create an empty store.
+        print(
+            f"gradtrack-report: error: no tracking store at {uri}; run gradtrack first "
+            "or pass --tracking-uri",
+            file=sys.stderr,
+        )
+        return 2
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from gradtrack.errors import GradtrackError
+    from gradtrack.tracking.store import check_server
+
+    try:
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)
+        client = MlflowClient(tracking_uri=uri)
+        runs = select_runs(client, args.experiment, args.sweep_id, args.run_ids)
+        title = args.experiment or (f"sweep {args.sweep_id}" if args.sweep_id else "runs")
+        path = build_report(client, runs, args.out, f"gradtrack: {title}")
+    except (ReportError, GradtrackError, MlflowException) as exc:
+        print(f"gradtrack-report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} and {path.parent / 'loss_curves.png'} ({len(runs)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

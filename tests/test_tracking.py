@@ -1,0 +1,300 @@
+"""What a run leaves in MLflow: params, tags, metrics, artifacts, lineage, model, status.
+
+Every test uses a real SQLite store in a temp project; failures are provoked for real
+(a raising training step, a diverging learning rate, signals to a live process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import compose, mlflow_runs, run_cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["tracking.log_model=false", "tracking.log_artifacts=false", "checks.baseline=false"]
+
+
+def _client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+
+
+@pytest.fixture
+def project_uri(project, monkeypatch) -> str:
+    """Point MLflow's own default (runs:/ URIs) at the project's store, not ./mlflow.db."""
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def _train(project: Path, *overrides: str):
+    from gradtrack import train
+
+    return train.run(compose(*overrides, f"paths.root={project}"), list(overrides))
+
+
+def _history(client, run_id: str, key: str) -> list:
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+
+
+def _all_metric_values(client, run) -> list[float]:
+    return [
+        m.value for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)
+    ]
+
+
+def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(project, project_uri):
+    import mlflow.pyfunc
+
+    res = _train(project, "+experiment=fit_linear", "optimizer=adam", "optimizer.lr=0.05")
+    client = _client(project)
+    [run] = mlflow_runs(project)
+    assert run.info.run_id == res.run_id
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "linear-auto_mpg-numpy-adam"
+
+    p, t, m = run.data.params, run.data.tags, run.data.metrics
+    assert p["optimizer.lr"] == "0.05" and p["optimizer.name"] == "adam"
+    assert p["steps"] == "400" and p["dataset.standardize"] == "True"
+    data_sha = hashlib.sha256((project / "data" / "regression.csv").read_bytes()).hexdigest()
+    assert t["model"] == "linear" and t["dataset"] == "auto_mpg"
+    assert t["backend"] == "numpy" and t["optimizer"] == "adam"
+    assert t["experiment"] == "fit_linear" and t["git_commit"]
+    assert t["data_sha256"] == data_sha
+    for key in ("final_loss", "r2", "train_seconds", "steps_per_second", "baseline/loss_gap"):
+        assert math.isfinite(m[key]), key
+    assert m["train_seconds"] > 0 and m["steps_per_second"] > 0
+    assert m["final_loss"] == pytest.approx(float(res.losses[-1]))
+    assert len(_history(client, res.run_id, "loss")) == 400
+
+    # Artifacts: config, overrides, valid PNGs, coefficient table.
+    names = {a.path for a in client.list_artifacts(res.run_id)}
+    assert {
+        "config.yaml",
+        "overrides.txt",
+        "loss_curve.png",
+        "coefficients.csv",
+        "coefficients.png",
+        "model",
+    } <= names
+    local = Path(client.download_artifacts(res.run_id, "", str(project / "dl")))
+    for png in ("loss_curve.png", "coefficients.png"):
+        blob = (local / png).read_bytes()
+        assert blob.startswith(PNG_MAGIC) and len(blob) > 1000, png
+    assert "optimizer=adam" in (local / "overrides.txt").read_text()
+    assert "lr: 0.05" in (local / "config.yaml").read_text()
+    assert (local / "coefficients.csv").read_text().startswith("term,learned,baseline,abs_err")
+
+    # Lineage: the training data as a dataset input.
+    [di] = client.get_run(res.run_id).inputs.dataset_inputs
+    assert di.dataset.name == "auto_mpg" and di.dataset.digest
+    assert "regression.csv" in di.dataset.source
+    assert {(tg.key, tg.value) for tg in di.tags} >= {("mlflow.data.context", "training")}
+
+    # The logged model reproduces the run's own coefficients exactly.
+    model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/model")
+    assert model.metadata.signature is not None
+    assert model.metadata.saved_input_example_info is not None
+    frame = pd.read_csv(project / "data" / "regression.csv").dropna()
+    X = frame[model.metadata.signature.inputs.input_names()]
+    want = X.to_numpy(dtype=np.float64) @ res.coef_ + res.intercept_
+    np.testing.assert_allclose(np.asarray(model.predict(X)), want, rtol=1e-12, atol=1e-12)
+
+
+def test_logistic_model_predicts_the_sigmoid_of_the_run_coefficients(project, project_uri):
+    import mlflow.pyfunc
+
+    res = _train(project, "+experiment=fit_logistic", "steps=200", "checks.baseline=false")
+    model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/model")
+    frame = pd.read_csv(project / "data" / "classification.csv")
+    X = frame[model.metadata.signature.inputs.input_names()]
+    z = X.to_numpy(dtype=np.float64) @ res.coef_ + res.intercept_
+    want = 1.0 / (1.0 + np.exp(-z))
+    assert (X.dtypes == np.int64).any()  # the CSV as read: int counts must be accepted
+    for frame_in in (X, X.astype(np.float64)):
+        got = np.asarray(model.predict(frame_in))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert [r.info.status for r in mlflow_runs(project)] == ["FINISHED"]
+
+
+def test_float_params_log_the_same_text_however_they_were_written(project):
+    _train(
+        project, "+experiment=seed_linear", "backend=numpy", "steps=3", "optimizer.lr=1e-6", *FAST
+    )
+    _train(
+        project,
+        "+experiment=seed_linear",
+        "backend=numpy",
+        "steps=3",
+        "optimizer.lr=0.000001",
+        *FAST,
+    )
+    runs = mlflow_runs(project)
+    assert [r.data.params["optimizer.lr"] for r in runs] == ["1e-06", "1e-06"]
+    assert {r.data.params["model.tol"] for r in runs} == {"1e-10"}
+
+
+def test_2500_step_run_stores_every_step_in_batches_of_at_most_1000(project, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    sizes: list[int] = []
+    real = MlflowClient.log_batch
+
+    def spy(self, run_id, metrics=(), *args, **kwargs):  # records, then really logs
+        sizes.append(len(metrics or ()))
+        return real(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", spy)
+    res = _train(project, "+experiment=seed_linear", "backend=numpy", "steps=2500", *FAST)
+    hist = _history(_client(project), res.run_id, "loss")
+    assert [m.step for m in hist] == list(range(2500))
+    np.testing.assert_allclose([m.value for m in hist], res.losses, rtol=1e-12)
+    assert max(sizes) <= 1000
+    assert sum(sizes) >= 2 * 2500  # loss and grad_norm for every step
+
+
+def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(project, monkeypatch):
+    from gradtrack import train
+    from gradtrack.backends import get_backend
+
+    class Flaky:
+        """The real numpy backend whose trainer breaks on its third chunk of steps."""
+
+        def __getattr__(self, name):
+            return getattr(get_backend("numpy"), name)
+
+        def make_trainer(self, *args, **kwargs):
+            trainer = get_backend("numpy").make_trainer(*args, **kwargs)
+            real_run, calls = trainer.run, []
+
+            def run(n):
+                calls.append(n)
+                if len(calls) == 3:
+                    raise RuntimeError("boom: simulated failure in a training step")
+                return real_run(n)
+
+            trainer.run = run
+            return trainer
+
+    monkeypatch.setattr(train, "get_backend", lambda name: Flaky())
+    with pytest.raises(RuntimeError, match="boom"):
+        # flush_every above the step count: only the exit path can send the metrics.
+        _train(
+            project,
+            "+experiment=seed_linear",
+            "backend=numpy",
+            "steps=5000",
+            "tracking.flush_every=100000",
+            *FAST,
+        )
+    [run] = mlflow_runs(project)
+    assert run.info.status == "FAILED"
+    assert "RuntimeError: boom" in run.data.tags["error"]
+    hist = _history(_client(project), run.info.run_id, "loss")
+    assert [m.step for m in hist] == list(range(2 * train.CHUNK_STEPS))
+    assert "gradcheck/max_rel_err" in run.data.metrics
+
+
+def test_divergence_ends_failed_tagged_with_the_last_finite_step_and_no_inf_stored(project):
+    out = run_cli(["optimizer.lr=1e6", "+experiment=fit_linear"], project)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "diverged" in out.stderr and "optimizer.lr" in out.stderr
+    [run] = mlflow_runs(project)
+    client = _client(project)
+    assert run.info.status == "FAILED"
+    t = run.data.tags
+    assert t["diverged"] == "true"
+    last = int(t["last_finite_step"])
+    assert last >= 0 and int(t["diverged_at_step"]) == last + 1
+    assert run.data.metrics["last_finite_step"] == last
+    hist = _history(client, run.info.run_id, "loss")
+    assert hist[-1].step == last and len(hist) == last + 1
+    values = _all_metric_values(client, run)
+    assert values and all(math.isfinite(v) for v in values)
+
+
+def _wait_for_running_run(project: Path, proc: subprocess.Popen, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        runs = [r for r in mlflow_runs(project) if r.info.status == "RUNNING"]
+        if runs:
+            return runs[0]
+        time.sleep(0.3)
+    raise AssertionError("the run never appeared in the store")
+
+
+@pytest.mark.slow  # ~30 s each on 2 busy cores: interpreter start plus the final flush
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_ends_the_run_killed_with_the_steps_made_so_far(project, sig):
+    from gradtrack.tracking.store import ensure_experiment, resolve_tracking
+
+    # Create the store first so the test's reads never race the run's table creation.
+    target = resolve_tracking(None, project / "mlruns")
+    ensure_experiment(_client(project), "gradtrack", target)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradtrack",
+            "+experiment=fit_linear",
+            "steps=100000000",
+            "log_every=1",
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        run = _wait_for_running_run(project, proc)
+        time.sleep(1.0)  # some thousands of steps
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run = _client(project).get_run(run.info.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["killed_by"] == sig.name
+    hist = _history(_client(project), run.info.run_id, "loss")
+    assert len(hist) >= 500 and [m.step for m in hist] == list(range(len(hist)))
+    assert [r.info.status for r in mlflow_runs(project)] == ["KILLED"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_fails_fast_before_training(project):
+    port = _closed_port()
+    t0 = time.monotonic()
+    out = run_cli(
+        ["+experiment=fit_linear", "tracking=server", f"tracking.uri=http://127.0.0.1:{port}"],
+        project,
+        timeout=60,
+    )
+    took = time.monotonic() - t0
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"tracking.uri=http://127.0.0.1:{port}" in out.stderr
+    assert "no MLflow tracking server answers" in out.stderr
+    assert "final_loss" not in out.stdout  # nothing was trained
+    assert took < 30
+    assert not (project / "mlruns").exists()
