@@ -108,8 +108,15 @@ def main() -> float | None:
     # exiting 1; restored afterwards so nothing else sees the setting.
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from gradtrack.tracking.run import Terminated
+
     try:
         return _app()
+    except (KeyboardInterrupt, Terminated) as exc:
+        # The run is already ended KILLED with its metrics flushed; say so briefly.
+        sigterm = isinstance(exc, Terminated)
+        print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
+        sys.exit(143 if sigterm else 130)
     except Exception as exc:
         message = explain(exc)
         if message is None:
