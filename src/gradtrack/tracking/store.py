@@ -56,10 +56,10 @@ def check_server(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
-            f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}). "
-            "Start one (mlflow server --host 127.0.0.1 --port PORT --backend-store-uri "
-            "sqlite:///mlflow.db), fix tracking.uri, or use tracking=local for the "
-            "embedded store."
+            f"tracking.uri={uri}: unreachable, no MLflow tracking server answers there "
+            f"({reason}). Start one (mlflow server --host 127.0.0.1 --port PORT "
+            "--backend-store-uri sqlite:///mlflow.db), fix tracking.uri, use tracking=local "
+            "for the embedded store, or tracking.enabled=false to train without tracking."
         ) from exc
 
 
