@@ -147,7 +147,9 @@ def test_float_params_log_the_same_text_however_they_were_written(project):
     assert {r.data.params["model.tol"] for r in runs} == {"1e-10"}
 
 
-def test_2500_step_run_stores_every_step_in_batches_of_at_most_1000(project, monkeypatch):
+def test_2500_step_run_without_a_budget_stores_every_step_in_batches_of_at_most_1000(
+    project, monkeypatch
+):
     from mlflow.tracking import MlflowClient
 
     sizes: list[int] = []
@@ -158,7 +160,14 @@ def test_2500_step_run_stores_every_step_in_batches_of_at_most_1000(project, mon
         return real(self, run_id, metrics, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", spy)
-    res = _train(project, "+experiment=seed_linear", "backend=numpy", "steps=2500", *FAST)
+    res = _train(
+        project,
+        "+experiment=seed_linear",
+        "backend=numpy",
+        "steps=2500",
+        "tracking.max_points=0",
+        *FAST,
+    )
     hist = _history(_client(project), res.run_id, "loss")
     assert [m.step for m in hist] == list(range(2500))
     np.testing.assert_allclose([m.value for m in hist], res.losses, rtol=1e-12)
@@ -166,9 +175,48 @@ def test_2500_step_run_stores_every_step_in_batches_of_at_most_1000(project, mon
     assert sum(sizes) >= 2 * 2500  # loss and grad_norm for every step
 
 
+def test_long_run_stores_a_bounded_curve_and_its_full_history_as_one_artifact(project):
+    """100,000 steps: the store grows by < 1 MB, the curve keeps its shape and ends."""
+    from gradtrack.tracking.budget import kept_steps
+
+    db = project / "mlruns" / "mlflow.db"
+    _train(project, "+experiment=fit_linear_1d", "steps=10", *FAST)  # create the store
+    before = db.stat().st_size
+    res = _train(
+        project,
+        "+experiment=fit_linear_1d",
+        "steps=100000",
+        "tracking.max_points=500",
+        "tracking.log_model=false",
+        "checks.baseline=false",
+    )
+    grown = db.stat().st_size - before
+    assert grown < 1_000_000, grown
+    client = _client(project)
+    for key in ("loss", "grad_norm"):
+        hist = _history(client, res.run_id, key)
+        steps = [m.step for m in hist]
+        assert 400 <= len(steps) <= 500
+        assert steps[0] == 0 and steps[-1] == 99_999
+        assert all(a < b for a, b in zip(steps, steps[1:]))
+        assert steps == kept_steps(100_000, 500).tolist()
+        assert steps[:30] == list(range(30))  # dense where the loss falls fastest
+        assert steps[-1] - steps[-2] > 100  # sparse in the long tail: not a plain stride
+        values = res.losses if key == "loss" else res.grad_norms
+        np.testing.assert_array_equal([m.value for m in hist], values[steps])
+    path = client.download_artifacts(res.run_id, "history.npz", str(project / "dl"))
+    full = np.load(path)
+    np.testing.assert_array_equal(full["loss"], res.losses)
+    np.testing.assert_array_equal(full["grad_norm"], res.grad_norms)
+    np.testing.assert_array_equal(full["step"], np.arange(100_000))
+
+
 def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(project, monkeypatch):
     from gradtrack import train
     from gradtrack.backends import get_backend
+    from gradtrack.tracking.budget import kept_steps
+
+    calls: list[int] = []
 
     class Flaky:
         """The real numpy backend whose trainer breaks on its third chunk of steps."""
@@ -178,7 +226,7 @@ def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(proj
 
         def make_trainer(self, *args, **kwargs):
             trainer = get_backend("numpy").make_trainer(*args, **kwargs)
-            real_run, calls = trainer.run, []
+            real_run = trainer.run
 
             def run(n):
                 calls.append(n)
@@ -204,7 +252,9 @@ def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(proj
     assert run.info.status == "FAILED"
     assert "RuntimeError: boom" in run.data.tags["error"]
     hist = _history(_client(project), run.info.run_id, "loss")
-    assert [m.step for m in hist] == list(range(2 * train.CHUNK_STEPS))
+    done = calls[0] + calls[1]  # the chunks that completed before the failure
+    kept = [int(k) for k in kept_steps(5000, 1000) if k < done]
+    assert [m.step for m in hist] == kept + ([done - 1] if kept[-1] != done - 1 else [])
     assert "gradcheck/max_rel_err" in run.data.metrics
 
 

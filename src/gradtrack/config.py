@@ -97,7 +97,12 @@ class TrackingConfig:
     run_name: str | None = None
     log_artifacts: bool = True
     log_model: bool = True
-    # Per-step metrics are buffered and sent every this many steps (and at exit).
+    # Per-step metrics (loss, grad_norm, x) stored per run, at most this many points
+    # each: every step up to it, then thinned (log-spaced early, evenly later; first
+    # and last step always). The full history is the run's history.npz artifact.
+    # 0 = no limit.
+    max_points: int = 1000
+    # Kept points are buffered and sent once this many are waiting (and at the end).
     flush_every: int = 1000
 
 
@@ -204,6 +209,12 @@ def validate(cfg: Config) -> None:
     _check(errors, m.tol > 0, "model.tol", f"must be > 0, got {m.tol}")
     _check(errors, d.target_scale != 0, "dataset.target_scale", "must not be 0")
     _check(errors, cfg.tracking.flush_every >= 1, "tracking.flush_every", "must be >= 1")
+    _check(
+        errors,
+        cfg.tracking.max_points == 0 or cfg.tracking.max_points >= 2,
+        "tracking.max_points",
+        f"must be 0 (no limit) or >= 2, got {cfg.tracking.max_points}",
+    )
     t = cfg.tracking
     if t.name == "server" and t.enabled and (not t.uri or t.uri == "???"):
         errors.append(

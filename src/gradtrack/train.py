@@ -28,13 +28,20 @@ from gradtrack.optimizers import OptimizerSpec
 from gradtrack.pipeline.lineage import dvc_tags
 from gradtrack.progress import Progress
 
-CHUNK_STEPS = 500  # steps per backend call: bounds latency of logging and progress
-# Per-step metrics are kept in memory while training and sent after the loop, or at a
-# chunk end once this many seconds passed since the last send (live curves for long
-# runs). Storing one value costs more than a whole step of a small model (see
-# benchmarks/), so short runs never pay for it inside the training loop.
+# The loop hands the backend chunks of steps sized by elapsed time, not by count: a
+# chunk of a compiled TensorFlow loop cannot be interrupted, so a Ctrl-C or SIGTERM
+# is honoured within about CHUNK_SECONDS whatever the step cost. Sizes are powers of
+# two (few distinct lengths) and grow at most CHUNK_GROWTH-fold per chunk.
+CHUNK_SECONDS = 0.25
+FIRST_CHUNK_STEPS = 16
+MAX_CHUNK_STEPS = 1 << 20
+CHUNK_GROWTH = 8
+# The kept per-step points (tracking.max_points per metric) are buffered while
+# training and sent after the loop, or at a chunk end once this many seconds passed
+# since the last send (live curves for long runs). Storing one value costs more than a
+# whole step of a small model (see benchmarks/), so short runs never pay for it inside
+# the training loop.
 LIVE_SEND_SECONDS = 10.0
-
 
 @dataclass
 class RunResult:
@@ -175,7 +182,18 @@ def _tags(cfg: C.Config, root: Path, ds: Dataset) -> dict[str, str]:
     return tags
 
 
+def next_chunk(n: int, seconds: float, remaining: int) -> int:
+    """Steps for the next chunk so that it lasts about CHUNK_SECONDS (a power of two)."""
+    if seconds > 0:
+        target = n * CHUNK_SECONDS / seconds
+        n = int(min(max(target, 1), n * CHUNK_GROWTH, MAX_CHUNK_STEPS))
+    n = 1 << (max(n, 1).bit_length() - 1)  # round down to a power of two
+    return max(1, min(n, remaining))
+
+
 def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunResult:
+    from gradtrack.tracking.budget import StepSelector
+
     metrics: dict[str, float] = {}
     if cfg.checks.gradcheck:
         metrics.update(_gradcheck(cfg, backend, problem, params0, ds))
@@ -195,25 +213,32 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
         cfg.backend.eager,
         plan,
     )
+    keep = StepSelector(cfg.steps, cfg.tracking.max_points, cfg.log_every)
     losses, norms, values = [], [], []
     done = 0
-    unsent: list[tuple[int, dict[str, np.ndarray]]] = []
+    n = FIRST_CHUNK_STEPS
+    unsent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    # The last completed step when the budget did not keep it: queued too if training
+    # stops early, so the stored curve of a KILLED or FAILED run ends where it ended.
+    last_done: list = []
     t0 = last_send = time.perf_counter()
     with (
         Progress(cfg.steps, enabled=cfg.steps >= cfg.progress_min_steps) as bar,
-        _send_on_error(trk, unsent, cfg.log_every),
+        _send_on_error(trk, unsent, last_done),
     ):
         while done < cfg.steps:
-            n = min(CHUNK_STEPS, cfg.steps - done)
+            n = min(n, cfg.steps - done)
+            t_chunk = time.perf_counter()
             rec = trainer.run(n)
+            elapsed = time.perf_counter() - t_chunk
             bad = ~np.isfinite(rec.losses)
             series = {"loss": rec.losses, "grad_norm": rec.grad_norms}
             if rec.values is not None:
                 series["x"] = rec.values
             if bad.any():
                 first = int(np.argmax(bad))
-                unsent.append((done, {k: v[:first] for k, v in series.items()}))
-                _send_series(trk, unsent, cfg.log_every)
+                unsent.append(_kept(keep, done, first, series))
+                _send_series(trk, unsent)
                 last = done + first - 1
                 last_loss = (
                     float(rec.losses[first - 1])
@@ -222,9 +247,9 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
                 )
                 trk.log_metrics({"last_finite_step": max(last, -1)})
                 raise DivergedError(done + first, last, last_loss)
-            unsent.append((done, series))
+            unsent.append(_kept(keep, done, n, series))
             if time.perf_counter() - last_send >= LIVE_SEND_SECONDS:
-                _send_series(trk, unsent, cfg.log_every)
+                _send_series(trk, unsent)
                 trk.flush()
                 last_send = time.perf_counter()
             losses.append(rec.losses)
@@ -232,9 +257,14 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             if rec.values is not None:
                 values.append(rec.values)
             done += n
+            if len(keep.in_chunk(done - 1, 1)):
+                last_done.clear()  # already queued with its chunk
+            else:
+                last_done[:] = [np.array([done - 1]), {k: v[-1:] for k, v in series.items()}]
             bar.update(n, float(rec.losses[-1]))
+            n = next_chunk(n, elapsed, cfg.steps - done)
     wall = time.perf_counter() - t0
-    _send_series(trk, unsent, cfg.log_every)
+    _send_series(trk, unsent)
     params = trainer.params()
     result = RunResult(
         losses=np.concatenate(losses),
@@ -258,33 +288,32 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     return result
 
 
-def _send_series(trk, unsent: list[tuple[int, dict[str, np.ndarray]]], every: int) -> None:
-    """Hand the buffered chunks to the tracker (which batches them), emptying ``unsent``."""
+def _kept(keep, start: int, n: int, series: dict[str, np.ndarray]):
+    """The budgeted points of a chunk's first ``n`` steps: (step numbers, values)."""
+    steps = keep.in_chunk(start, n)
+    idx = steps - start
+    return steps, {k: v[idx] for k, v in series.items()}
+
+
+def _send_series(trk, unsent: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> None:
+    """Hand the buffered points to the tracker (which batches them), emptying ``unsent``."""
     while unsent:
-        start, series = unsent.pop(0)
-        _log_series(trk, start, series, every)
+        steps, series = unsent.pop(0)
+        if len(steps):
+            trk.log_step_points(steps, series)
 
 
 @contextmanager
-def _send_on_error(trk, unsent: list, every: int):
+def _send_on_error(trk, unsent: list, last_done: list):
     """If training stops early (divergence, Ctrl-C, SIGTERM), still record the steps made."""
     try:
         yield
     except BaseException:
+        if last_done:
+            unsent.append(tuple(last_done))
         with suppress(Exception):  # the original error is what the run must report
-            _send_series(trk, unsent, every)
+            _send_series(trk, unsent)
         raise
-
-
-def _log_series(trk, start: int, series: dict[str, np.ndarray], every: int) -> None:
-    if every > 1:
-        idx = np.arange(len(next(iter(series.values()))))
-        keep = (start + idx) % every == 0
-        # Log sparse steps with their true step numbers.
-        for i in np.flatnonzero(keep):
-            trk.log_step_metrics(start + int(i), {k: v[i : i + 1] for k, v in series.items()})
-        return
-    trk.log_step_metrics(start, series)
 
 
 def _gradcheck(cfg, backend, problem, params, ds) -> dict[str, float]:
@@ -346,6 +375,7 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
     trk.log_metrics(m, step=cfg.steps)
     if baseline is not None:
         trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
+    trk.flush()  # results are in the store before the (slower) artifacts go out
     if cfg.tracking.enabled and cfg.tracking.log_artifacts:
         _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
     if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
@@ -373,6 +403,17 @@ def _write_local_outputs(cfg, root: Path, result: RunResult) -> None:
         lp.write_text("\n".join(lines) + "\n")
 
 
+def _save_history(result: RunResult, path: Path) -> None:
+    """Every step's values, full resolution, in one binary file (the store keeps a budget).
+
+    ``np.load(path)`` gives arrays ``step``, ``loss``, ``grad_norm`` (and ``x``).
+    """
+    series = {"loss": result.losses, "grad_norm": result.grad_norms}
+    if result.values is not None:
+        series["x"] = result.values
+    np.savez(path, step=np.arange(len(result.losses), dtype=np.int64), **series)
+
+
 def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) -> None:
     import yaml
 
@@ -383,6 +424,7 @@ def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) ->
         d = Path(tmp)
         (d / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
         (d / "overrides.txt").write_text("\n".join(overrides) + ("\n" if overrides else ""))
+        _save_history(result, d / "history.npz")
         A.loss_curve(result.losses, d / "loss_curve.png", title)
         if result.values is not None:
             A.trajectory(

@@ -16,8 +16,11 @@ import numpy as np
 from gradtrack.errors import DivergedError, TrackingError
 from gradtrack.tracking.store import TrackingTarget, ensure_experiment
 
-# MLflow's log_batch accepts at most 1000 metrics per call.
+# MLflow's log_batch accepts at most 1000 metrics, 100 params and 100 tags per call,
+# and 1000 entities in all.
 MAX_BATCH = 1000
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
 
 
 class Terminated(BaseException):
@@ -39,6 +42,7 @@ class NullRun:
     def log_params(self, params: dict[str, Any]) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
     def log_step_metrics(self, start_step: int, series: dict[str, np.ndarray]) -> None: ...
+    def log_step_points(self, steps: np.ndarray, series: dict[str, np.ndarray]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
     def log_input(self, ds) -> None: ...
@@ -59,6 +63,10 @@ class TrackedRun:
         self.flush_every = flush_every
         self.run_id: str | None = None
         self._pending: list = []
+        # Params and tags wait for the next batch too: one store round trip carries
+        # them with the metrics (the fixed cost of a run is mostly round trips).
+        self._pending_params: list = []
+        self._pending_tags: list = []
         self._metric_cls = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -106,9 +114,9 @@ class TrackedRun:
         # RUNNING; hold such signals until the run is closed (they fire right after).
         with _signals_deferred():
             try:
-                self.flush()
                 if tags:
                     self.set_tags(tags)
+                self.flush()
             except Exception:
                 # A failing store must not hide the error that ended the run.
                 if exc_type is None:
@@ -125,42 +133,56 @@ class TrackedRun:
 
     # -- logging -----------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
+        """Queue params; they go out with the next batch (``flush``)."""
         from mlflow.entities import Param
 
-        items = [Param(k, _param_str(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow caps params per batch at 100
-            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+        self._pending_params += [Param(k, _param_str(v)) for k, v in params.items()]
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Queue tags; they go out with the next batch (``flush``)."""
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        self.client.log_batch(self.run_id, tags=items, synchronous=True)
+        self._pending_tags += [RunTag(k, str(v)) for k, v in tags.items()]
 
     def log_step_metrics(self, start_step: int, series: dict[str, np.ndarray]) -> None:
         """Buffer per-step series (step numbers start at ``start_step``); non-finite values are skipped."""
+        n = len(next(iter(series.values()))) if series else 0
+        self.log_step_points(np.arange(start_step, start_step + n), series)
+
+    def log_step_points(self, steps: np.ndarray, series: dict[str, np.ndarray]) -> None:
+        """Buffer the values of each series at the given step numbers; non-finite ones are skipped."""
         ts = int(time.time() * 1000)
         Metric = self._metric_cls
+        step_list = np.asarray(steps, dtype=np.int64).tolist()
         for key, values in series.items():
-            for i, v in enumerate(np.asarray(values, dtype=np.float64).tolist()):
+            for step, v in zip(step_list, np.asarray(values, dtype=np.float64).tolist()):
                 if math.isfinite(v):
-                    self._pending.append(Metric(key, v, ts, start_step + i))
+                    self._pending.append(Metric(key, v, ts, step))
         if len(self._pending) >= self.flush_every:
             self.flush()
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Queue metric values (non-finite ones are skipped); sent with the next batch."""
         ts = int(time.time() * 1000)
         for k, v in metrics.items():
             v = float(v)
             if math.isfinite(v):
                 self._pending.append(self._metric_cls(k, v, ts, step))
-        self.flush()
+        if len(self._pending) >= self.flush_every:
+            self.flush()
 
     def flush(self) -> None:
-        while self._pending:
-            chunk = self._pending[:MAX_BATCH]
-            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-            del self._pending[: len(chunk)]
+        """Send everything queued, in as few ``log_batch`` calls as MLflow's limits allow."""
+        while self._pending or self._pending_params or self._pending_tags:
+            params = self._pending_params[:MAX_BATCH_PARAMS]
+            tags = self._pending_tags[:MAX_BATCH_TAGS]
+            metrics = self._pending[: MAX_BATCH - len(params) - len(tags)]
+            self.client.log_batch(
+                self.run_id, metrics=metrics, params=params, tags=tags, synchronous=True
+            )
+            del self._pending[: len(metrics)]
+            del self._pending_params[: len(params)]
+            del self._pending_tags[: len(tags)]
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)

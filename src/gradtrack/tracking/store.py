@@ -14,6 +14,9 @@ from gradtrack.errors import TrackingError
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# MLflow's usage telemetry posts to an outside address from a background thread: off
+# unless the user turns it on (offline clusters, and no share of every run's cost).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 PREFLIGHT_TIMEOUT_S = 5.0
 
 
