@@ -287,44 +287,92 @@ def _wait_for_running_run(project: Path, proc: subprocess.Popen, timeout: float 
     raise AssertionError("the run never appeared in the store")
 
 
-@pytest.mark.slow  # ~30 s each on 2 busy cores: interpreter start plus the final flush
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_ends_the_run_killed_with_the_steps_made_so_far(project, sig):
+def _start_long_run(project: Path, *overrides: str) -> subprocess.Popen:
     from gradtrack.tracking.store import ensure_experiment, resolve_tracking
 
     # Create the store first so the test's reads never race the run's table creation.
     target = resolve_tracking(None, project / "mlruns")
     ensure_experiment(_client(project), "gradtrack", target)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gradtrack",
-            "+experiment=fit_linear",
-            "steps=100000000",
-            "log_every=1",
-        ],
+    return subprocess.Popen(
+        [sys.executable, "-m", "gradtrack", "steps=100000000", *overrides],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
+
+
+def _signal_and_time_exit(proc: subprocess.Popen, sig) -> tuple[float, str]:
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return time.monotonic() - t0, err
+
+
+@pytest.mark.slow  # a real process, started and signalled: ~10 s each
+@pytest.mark.parametrize(
+    "sig, backend",
+    [(signal.SIGTERM, "numpy"), (signal.SIGINT, "numpy"), (signal.SIGTERM, "tensorflow")],
+    ids=["SIGTERM-numpy", "SIGINT-numpy", "SIGTERM-tensorflow"],
+)
+def test_signal_during_training_ends_the_run_killed_within_2s_with_the_steps_made(
+    project, sig, backend
+):
+    from gradtrack.tracking.budget import kept_steps
+
+    proc = _start_long_run(project, "+experiment=fit_linear", f"backend={backend}")
     try:
         run = _wait_for_running_run(project, proc)
-        time.sleep(1.0)  # some thousands of steps
-        proc.send_signal(sig)
-        proc.communicate(timeout=60)
+        # Past the first chunks (TensorFlow's includes tracing the loop).
+        time.sleep(1.5 if backend == "numpy" else 6.0)
+        took, err = _signal_and_time_exit(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    assert took <= 2.0, f"exit took {took:.2f} s after {sig.name}"
+    assert "Traceback" not in err
     run = _client(project).get_run(run.info.run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["killed_by"] == sig.name
-    hist = _history(_client(project), run.info.run_id, "loss")
-    assert len(hist) >= 500 and [m.step for m in hist] == list(range(len(hist)))
+    steps = [m.step for m in _history(_client(project), run.info.run_id, "loss")]
+    kept = kept_steps(100_000_000, 1000).tolist()
+    # The budgeted steps made so far, plus the last completed step.
+    assert len(steps) >= 2 and steps[:-1] == kept[: len(steps) - 1]
+    assert steps[-1] >= steps[-2]
     assert [r.info.status for r in mlflow_runs(project)] == ["KILLED"]
+
+
+@pytest.mark.slow  # waits for the first live send (LIVE_SEND_SECONDS) of a huge buffer
+def test_sigterm_during_a_long_flush_ends_the_run_killed_within_2s(project):
+    # No budget and one batch at a time: after 10 s of training the first live send
+    # has hundreds of thousands of points to store, which takes far longer than 2 s.
+    proc = _start_long_run(
+        project,
+        "+experiment=fit_linear_1d",
+        "tracking.max_points=0",
+        "tracking.flush_every=1",
+    )
+    try:
+        run = _wait_for_running_run(project, proc)
+        client = _client(project)
+        deadline = time.monotonic() + 60
+        while not client.get_metric_history(run.info.run_id, "loss"):
+            assert time.monotonic() < deadline, "the live send never started"
+            time.sleep(0.2)
+        took, err = _signal_and_time_exit(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert took <= 2.0, f"exit took {took:.2f} s after SIGTERM during a flush"
+    run = _client(project).get_run(run.info.run_id)
+    assert run.info.status == "KILLED"
+    assert int(run.data.tags["metric_points_not_sent"]) > 0
+    assert run.data.tags["killed_by"] == "SIGTERM"
 
 
 def _closed_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from gradtrack import interrupts
 from gradtrack.config import register_configs
 from gradtrack.errors import GradtrackError
 
@@ -22,12 +22,6 @@ CONF_DIR = os.environ.get("GRADTRACK_CONFIG_DIR") or str(
 PRINT_TRACE_MAX_STEPS = 200
 
 register_configs()
-
-
-def _raise_terminated(signum, frame):
-    from gradtrack.tracking.run import Terminated
-
-    raise Terminated(f"received signal {signum}")
 
 
 def _fmt(value: float, dtype: str) -> str:
@@ -69,6 +63,18 @@ def print_summary(result, cfg) -> None:
         print(f"MLflow run {result.run_id} (experiment '{cfg.tracking.experiment}')")
 
 
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: after a signal, the grace period before
+    SIGKILL is short, and unloading TensorFlow alone can take seconds. Everything that
+    matters (the run's end status, its metrics) is already in the store."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -78,7 +84,7 @@ def _app(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    interrupts.install()
     try:
         obj = OmegaConf.to_object(cfg)
         result = train.run(obj, list(hc.overrides.task))
@@ -108,15 +114,13 @@ def main() -> float | None:
     # exiting 1; restored afterwards so nothing else sees the setting.
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    from gradtrack.tracking.run import Terminated
-
     try:
         return _app()
-    except (KeyboardInterrupt, Terminated) as exc:
+    except (KeyboardInterrupt, interrupts.Terminated) as exc:
         # The run is already ended KILLED with its metrics flushed; say so briefly.
-        sigterm = isinstance(exc, Terminated)
+        sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
-        sys.exit(143 if sigterm else 130)
+        _exit_now(143 if sigterm else 130)
     except Exception as exc:
         message = explain(exc)
         if message is None:

@@ -23,6 +23,7 @@ from gradtrack.backends import get_backend
 from gradtrack.backends.base import BatchPlan
 from gradtrack.data.load import Dataset, load_dataset, to_original_units
 from gradtrack.errors import DivergedError
+from gradtrack.interrupts import uninterrupted
 from gradtrack.models import InitSpec, get_problem
 from gradtrack.optimizers import OptimizerSpec
 from gradtrack.pipeline.lineage import dvc_tags
@@ -42,6 +43,7 @@ CHUNK_GROWTH = 8
 # whole step of a small model (see benchmarks/), so short runs never pay for it inside
 # the training loop.
 LIVE_SEND_SECONDS = 10.0
+
 
 @dataclass
 class RunResult:
@@ -229,7 +231,8 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
         while done < cfg.steps:
             n = min(n, cfg.steps - done)
             t_chunk = time.perf_counter()
-            rec = trainer.run(n)
+            with uninterrupted():  # a signal waits for the chunk (a fraction of a second)
+                rec = trainer.run(n)
             elapsed = time.perf_counter() - t_chunk
             bad = ~np.isfinite(rec.losses)
             series = {"loss": rec.losses, "grad_norm": rec.grad_norms}
@@ -295,12 +298,18 @@ def _kept(keep, start: int, n: int, series: dict[str, np.ndarray]):
     return steps, {k: v[idx] for k, v in series.items()}
 
 
-def _send_series(trk, unsent: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> None:
-    """Hand the buffered points to the tracker (which batches them), emptying ``unsent``."""
+def _send_series(
+    trk, unsent: list[tuple[np.ndarray, dict[str, np.ndarray]]], send: bool = True
+) -> None:
+    """Hand the buffered points to the tracker (which batches them), emptying ``unsent``.
+
+    ``send=False`` only queues them: the run's end sends them, within its time limit
+    when a signal stopped the run.
+    """
     while unsent:
         steps, series = unsent.pop(0)
         if len(steps):
-            trk.log_step_points(steps, series)
+            trk.log_step_points(steps, series, send=send)
 
 
 @contextmanager
@@ -312,7 +321,7 @@ def _send_on_error(trk, unsent: list, last_done: list):
         if last_done:
             unsent.append(tuple(last_done))
         with suppress(Exception):  # the original error is what the run must report
-            _send_series(trk, unsent)
+            _send_series(trk, unsent, send=False)
         raise
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
@@ -14,17 +15,18 @@ from typing import Any
 import numpy as np
 
 from gradtrack.errors import DivergedError, TrackingError
+from gradtrack.interrupts import Terminated
 from gradtrack.tracking.store import TrackingTarget, ensure_experiment
 
+# A run stopped by a signal sends what it can in this long, then ends KILLED: schedulers
+# follow SIGTERM with SIGKILL after a grace period, and a run must never outlive it
+# as RUNNING. (With the default budget everything fits easily.)
+KILLED_FLUSH_SECONDS = 0.5
 # MLflow's log_batch accepts at most 1000 metrics, 100 params and 100 tags per call,
 # and 1000 entities in all.
 MAX_BATCH = 1000
 MAX_BATCH_PARAMS = 100
 MAX_BATCH_TAGS = 100
-
-
-class Terminated(BaseException):
-    """Raised from the SIGTERM handler so runs end KILLED, like Ctrl-C."""
 
 
 class NullRun:
@@ -42,12 +44,15 @@ class NullRun:
     def log_params(self, params: dict[str, Any]) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
     def log_step_metrics(self, start_step: int, series: dict[str, np.ndarray]) -> None: ...
-    def log_step_points(self, steps: np.ndarray, series: dict[str, np.ndarray]) -> None: ...
+    def log_step_points(
+        self, steps: np.ndarray, series: dict[str, np.ndarray], send: bool = True
+    ) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
     def log_input(self, ds) -> None: ...
     def log_model(self, writer) -> None: ...
-    def flush(self) -> None: ...
+    def flush(self, deadline: float | None = None) -> int:
+        return 0
 
 
 class TrackedRun:
@@ -62,7 +67,7 @@ class TrackedRun:
         self.run_name = run_name
         self.flush_every = flush_every
         self.run_id: str | None = None
-        self._pending: list = []
+        self._pending = _PointQueue()
         # Params and tags wait for the next batch too: one store round trip carries
         # them with the metrics (the fixed cost of a run is mostly round trips).
         self._pending_params: list = []
@@ -95,6 +100,8 @@ class TrackedRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        from mlflow.entities import RunTag
+
         if exc_type is None:
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt | Terminated):
@@ -115,8 +122,14 @@ class TrackedRun:
         with _signals_deferred():
             try:
                 if tags:
-                    self.set_tags(tags)
-                self.flush()
+                    # Status tags go first: they ride in the first batch the flush sends.
+                    self._pending_tags[:0] = [RunTag(k, str(v)) for k, v in tags.items()]
+                if status == "KILLED":
+                    unsent = self.flush(deadline=time.monotonic() + KILLED_FLUSH_SECONDS)
+                    if unsent:
+                        self.client.set_tag(self.run_id, "metric_points_not_sent", str(unsent))
+                else:
+                    self.flush()
             except Exception:
                 # A failing store must not hide the error that ended the run.
                 if exc_type is None:
@@ -149,40 +162,46 @@ class TrackedRun:
         n = len(next(iter(series.values()))) if series else 0
         self.log_step_points(np.arange(start_step, start_step + n), series)
 
-    def log_step_points(self, steps: np.ndarray, series: dict[str, np.ndarray]) -> None:
-        """Buffer the values of each series at the given step numbers; non-finite ones are skipped."""
+    def log_step_points(
+        self, steps: np.ndarray, series: dict[str, np.ndarray], send: bool = True
+    ) -> None:
+        """Buffer the values of each series at the given step numbers (non-finite ones are
+        skipped); with ``send``, a full buffer is sent now, otherwise at the run's end."""
         ts = int(time.time() * 1000)
-        Metric = self._metric_cls
-        step_list = np.asarray(steps, dtype=np.int64).tolist()
+        steps = np.asarray(steps, dtype=np.int64)
         for key, values in series.items():
-            for step, v in zip(step_list, np.asarray(values, dtype=np.float64).tolist()):
-                if math.isfinite(v):
-                    self._pending.append(Metric(key, v, ts, step))
-        if len(self._pending) >= self.flush_every:
+            self._pending.add(key, steps, np.asarray(values, dtype=np.float64), ts)
+        if send and self._pending.size >= self.flush_every:
             self.flush()
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Queue metric values (non-finite ones are skipped); sent with the next batch."""
         ts = int(time.time() * 1000)
+        at = np.array([step], dtype=np.int64)
         for k, v in metrics.items():
-            v = float(v)
-            if math.isfinite(v):
-                self._pending.append(self._metric_cls(k, v, ts, step))
-        if len(self._pending) >= self.flush_every:
+            self._pending.add(k, at, np.array([float(v)]), ts)
+        if self._pending.size >= self.flush_every:
             self.flush()
 
-    def flush(self) -> None:
-        """Send everything queued, in as few ``log_batch`` calls as MLflow's limits allow."""
-        while self._pending or self._pending_params or self._pending_tags:
+    def flush(self, deadline: float | None = None) -> int:
+        """Send everything queued, in as few ``log_batch`` calls as MLflow's limits allow.
+
+        With a ``deadline`` (``time.monotonic()``), stop once it has passed and drop the
+        rest; returns the number of metric points dropped.
+        """
+        while self._pending.size or self._pending_params or self._pending_tags:
+            if deadline is not None and time.monotonic() > deadline:
+                return self._pending.clear()
             params = self._pending_params[:MAX_BATCH_PARAMS]
             tags = self._pending_tags[:MAX_BATCH_TAGS]
-            metrics = self._pending[: MAX_BATCH - len(params) - len(tags)]
-            self.client.log_batch(
-                self.run_id, metrics=metrics, params=params, tags=tags, synchronous=True
-            )
-            del self._pending[: len(metrics)]
+            metrics = self._pending.take(MAX_BATCH - len(params) - len(tags), self._metric_cls)
+            if metrics or params or tags:
+                self.client.log_batch(
+                    self.run_id, metrics=metrics, params=params, tags=tags, synchronous=True
+                )
             del self._pending_params[: len(params)]
             del self._pending_tags[: len(tags)]
+        return 0
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
@@ -215,6 +234,47 @@ class TrackedRun:
             path = Path(tmp) / "model"
             writer(path)
             self.client.log_artifacts(self.run_id, str(path), "model")
+
+
+class _PointQueue:
+    """Metric points waiting to be sent, kept as arrays until a batch takes them.
+
+    Queueing a chunk is O(1) whatever its length; the MLflow ``Metric`` objects are
+    made a batch at a time, so a flush cut short by a deadline never pays for points
+    it does not send.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque = collections.deque()
+        self.size = 0
+
+    def add(self, key: str, steps: np.ndarray, values: np.ndarray, ts: int) -> None:
+        if len(steps):
+            self._chunks.append([key, steps, values, ts, 0])
+            self.size += len(steps)
+
+    def take(self, n: int, metric_cls) -> list:
+        """Up to ``n`` points as Metric objects, oldest first; non-finite values skipped."""
+        out: list = []
+        while self._chunks and len(out) < n:
+            chunk = self._chunks[0]
+            key, steps, values, ts, offset = chunk
+            m = min(n - len(out), len(steps) - offset)
+            sl = slice(offset, offset + m)
+            for step, v in zip(steps[sl].tolist(), values[sl].tolist()):
+                if math.isfinite(v):
+                    out.append(metric_cls(key, v, ts, step))
+            chunk[4] += m
+            self.size -= m
+            if chunk[4] >= len(steps):
+                self._chunks.popleft()
+        return out
+
+    def clear(self) -> int:
+        """Drop every queued point; returns how many there were."""
+        dropped, self.size = self.size, 0
+        self._chunks.clear()
+        return dropped
 
 
 @contextlib.contextmanager

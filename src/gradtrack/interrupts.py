@@ -1,0 +1,66 @@
+"""Ctrl-C and SIGTERM: honoured at once, but never in the middle of a framework call.
+
+Python runs a signal handler between two bytecodes of the main thread, wherever that
+is. An exception raised inside TensorFlow's tracing, a SQLAlchemy commit or a store
+migration can leave that library's state broken (TensorFlow then reports a
+nonsensical ``ValueError`` and the run ends FAILED instead of KILLED). So:
+
+* ``install()`` makes SIGINT raise ``KeyboardInterrupt`` and SIGTERM raise
+  ``Terminated``, as usual, at the next bytecode;
+* inside ``uninterrupted()`` (one chunk of training steps, sized to last a fraction
+  of a second) a signal is only recorded, and raised as soon as the block ends.
+
+Schedulers (SLURM, Kubernetes, Ray) follow SIGTERM with SIGKILL after a grace period,
+so the blocks must stay short: the training loop sizes its chunks by elapsed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+
+class Terminated(BaseException):
+    """Raised for SIGTERM, so a run ends KILLED like it does on Ctrl-C."""
+
+
+_depth = 0
+_pending: int | None = None
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(f"received signal {signum}")
+
+
+def _handler(signum, frame) -> None:
+    global _pending
+    if _depth:
+        _pending = signum  # raised when the current block ends
+        return
+    _raise_for(signum)
+
+
+def install() -> None:
+    """Route SIGINT and SIGTERM through the handler (main thread of the main interpreter)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Hold a signal that arrives during the block; raise it right after the block."""
+    global _depth, _pending
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending is not None and sys.exc_info()[0] is None:
+            signum, _pending = _pending, None
+            _raise_for(signum)
