@@ -122,7 +122,8 @@ def test_reliability_infinite_value(project, tmp_path, monkeypatch, value):
 def test_reliability_label_outside_0_1(project, tmp_path, monkeypatch):
     path = _csv(tmp_path, "No_pregnant,Class\n1,0\n2,1\n3,2\n")
     msg = _fails(project, monkeypatch, path, *LOGISTIC)
-    assert "'Class'" in msg and "0 or 1" in msg and "2.0" in msg and "line 4" in msg
+    assert "'Class'" in msg and "0 or 1" in msg and "found 2 at line 4" in msg
+    assert "Labels must be 0/1" in msg and ".map(" in msg and "np." not in msg
 
 
 def test_reliability_only_one_class(project, tmp_path, monkeypatch):
