@@ -130,7 +130,7 @@ def load_dataset(dcfg, path: Path | None, task: str) -> Dataset:
     return Dataset(
         name=dcfg.name,
         X=X,
-        y=y_raw / dcfg.target_scale,
+        y=y_raw if dcfg.target_scale == 1 else y_raw / dcfg.target_scale,
         X_raw=X_raw,
         y_raw=y_raw,
         feature_names=features,
