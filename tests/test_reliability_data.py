@@ -401,9 +401,9 @@ def test_reliability_coefficients_csv_holds_plain_numbers(project, monkeypatch, 
 
 
 def test_reliability_true_is_not_a_number(project, tmp_path, monkeypatch):
-    # pandas' C parser reads "True" as 1.0; gradtrack must not.
-    msg = _fails(project, monkeypatch, _csv(tmp_path, "mpg,cylinders\n18,8\n15,True\n"))
-    assert "'True'" in msg and "line 3" in msg
+    # pandas' C parser reads a column of True/False as 1.0/0.0; gradtrack must not.
+    msg = _fails(project, monkeypatch, _csv(tmp_path, "mpg,cylinders\n18,True\n15,False\n"))
+    assert "'True', 'False'" in msg and "lines 2, 3" in msg
 
 
 def test_reliability_large_plain_file_reports_exact_lines(project, tmp_path, monkeypatch):
