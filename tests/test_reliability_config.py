@@ -78,6 +78,14 @@ def test_reliability_required_value_missing_cli(project):
         (["backend=jax"], ["backend=jax", "numpy, tensorflow, torch"]),
         (["log_every=0"], ["log_every: must be >= 1"]),
         (["optimizer.clip_norm=-1"], ["optimizer.clip_norm: must be >= 0"]),
+        (
+            ["+experiment=seed_linear", "dataset.features=[mpg,cylinders]"],
+            ["dataset.features", "target column 'mpg'", "dataset.features=[cylinders]"],
+        ),
+        (
+            ["+experiment=seed_linear", "dataset.features=[weight,weight]"],
+            ["dataset.features", "'weight' more than once"],
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and "=" in v[0] else None,
 )

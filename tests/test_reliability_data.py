@@ -11,6 +11,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import compose, mlflow_runs, run_cli
@@ -122,7 +123,8 @@ def test_reliability_infinite_value(project, tmp_path, monkeypatch, value):
 def test_reliability_label_outside_0_1(project, tmp_path, monkeypatch):
     path = _csv(tmp_path, "No_pregnant,Class\n1,0\n2,1\n3,2\n")
     msg = _fails(project, monkeypatch, path, *LOGISTIC)
-    assert "'Class'" in msg and "0 or 1" in msg and "2.0" in msg and "line 4" in msg
+    assert "'Class'" in msg and "0 or 1" in msg and "found 2 at line 4" in msg
+    assert "Labels must be 0/1" in msg and ".map(" in msg and "np." not in msg
 
 
 def test_reliability_only_one_class(project, tmp_path, monkeypatch):
@@ -292,3 +294,138 @@ def test_reliability_fetch_mirror_env_not_a_directory(tmp_path, monkeypatch):
     with pytest.raises(DataError) as err:
         fetch_all(tmp_path / "raw", tmp_path)
     assert "no-such-dir" in str(err.value) and "not a directory" in str(err.value)
+
+
+# -- files other tools write (issue 13) ---------------------------------------------
+
+AUTO = "mpg,cylinders,weight\n18,8,3504\n15,8,3693\n30,4,2000\n32,4,1900\n24,6,2800\n"
+
+
+def _with_index(text: str, name: str = "") -> str:
+    """What pandas' df.to_csv(path) writes: the row index as an unnamed first column."""
+    head, *rows = text.strip().split("\n")
+    return "\n".join([f"{name},{head}"] + [f"{i},{r}" for i, r in enumerate(rows)]) + "\n"
+
+
+@pytest.mark.parametrize("name", ["", "Unnamed: 0"], ids=["to_csv", "to_csv_twice"])
+def test_reliability_pandas_index_column_dropped_with_note(
+    project, tmp_path, monkeypatch, capsys, name
+):
+    monkeypatch.chdir(project)
+    plain = _csv(tmp_path, AUTO, "plain.csv")
+    indexed = _csv(tmp_path, _with_index(AUTO, name), "indexed.csv")
+    over = (*LINEAR, "dataset.features=[]", "dataset.standardize=true", "tracking.enabled=false")
+    want = train.run(compose(*over, f"dataset.path={plain}"))
+    capsys.readouterr()
+    got = train.run(compose(*over, f"dataset.path={indexed}"))
+    err = capsys.readouterr().err
+    assert "gradtrack: note:" in err and "dropped column 1" in err and "pandas index" in err
+    assert "index=False" in err
+    assert got.coef_.tolist() == want.coef_.tolist()  # trained on the same two features
+    assert got.intercept_ == want.intercept_
+
+
+def test_reliability_unnamed_column_with_data_refused_cli(project, tmp_path):
+    text = "mpg,,cylinders\n18,7,8\n15,3,8\n30,9,4\n"  # not 0..n-1: not a saved index
+    err = _cli_fails(project, _csv(tmp_path, text), *LINEAR, "dataset.features=[]")
+    assert "column 2 (no name)" in err and "no name in the header" in err
+    assert "Give it a name" in err
+
+
+def test_reliability_trailing_comma_on_every_line_cli(project, tmp_path):
+    lines = AUTO.strip().split("\n")
+    err = _cli_fails(project, _csv(tmp_path, ",\n".join(lines) + ",\n"), *LINEAR)
+    assert "column 4 (no name)" in err and "trailing comma" in err
+    assert "no rows left" not in err
+
+
+def test_reliability_trailing_comma_on_data_lines_only(project, tmp_path, monkeypatch):
+    head, *rows = AUTO.strip().split("\n")
+    msg = _fails(project, monkeypatch, _csv(tmp_path, head + "\n" + ",\n".join(rows) + ",\n"))
+    assert "trailing comma" in msg and "lines 2, 3" in msg and "decimal" not in msg
+
+
+@pytest.mark.parametrize(
+    "sep, word", [(";", "semicolon (;)-delimited"), ("\t", "tab-delimited")], ids=["semi", "tab"]
+)
+def test_reliability_other_delimiter_named_cli(project, tmp_path, sep, word):
+    text = AUTO.replace(",", sep)
+    err = _cli_fails(project, _csv(tmp_path, text), *LINEAR)
+    assert word in err and "delimiter" in err and "available columns" not in err
+
+
+def test_reliability_european_semicolon_file_with_decimal_commas(project, tmp_path, monkeypatch):
+    msg = _fails(project, monkeypatch, _csv(tmp_path, "mpg;cylinders\n18,5;8\n15;4\n"))
+    assert "semicolon" in msg and "decimal point" in msg
+
+
+def test_reliability_yes_no_labels_cli(project, tmp_path):
+    path = _csv(tmp_path, "No_pregnant,Class\n1,yes\n2,no\n3,no\n")
+    err = _cli_fails(project, path, *LOGISTIC)
+    assert "Labels must be 0/1" in err and ".map({'no': 0, 'yes': 1})" in err
+    assert "decimal" not in err
+
+
+def test_reliability_labels_1_2_cli(project, tmp_path):
+    err = _cli_fails(project, _csv(tmp_path, "No_pregnant,Class\n1,1\n2,2\n3,2\n"), *LOGISTIC)
+    assert "found 2 at lines 3, 4" in err and ".map({1: 0, 2: 1})" in err
+    assert "np." not in err and "2.0" not in err
+
+
+def test_reliability_target_among_features_refused_before_data(project, tmp_path, monkeypatch):
+    from gradtrack.errors import ConfigError
+
+    monkeypatch.chdir(project)
+    with pytest.raises(ConfigError) as err:
+        train.run(compose(*LINEAR, "dataset.features=[mpg,cylinders]", "tracking=none"))
+    assert "target column 'mpg'" in str(err.value)
+    assert not (project / "mlruns").exists()
+
+
+def test_reliability_coefficients_csv_holds_plain_numbers(project, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(project)
+    seed_store(project)
+    over = ("steps=3", "tracking.log_model=false")
+    result = train.run(compose(*LINEAR, *over))
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    local = client.download_artifacts(result.run_id, "coefficients.csv", str(tmp_path))
+    text = Path(local).read_text()
+    assert "np." not in text
+    rows = [line.split(",") for line in text.strip().split("\n")[1:]]
+    assert [r[0] for r in rows] == ["cylinders", "intercept"]
+    for row in rows:
+        assert all(float(v) == float(v) for v in row[1:])  # parses as plain numbers
+    assert float(rows[0][1]) == result.coef_[0]
+
+
+def test_reliability_true_is_not_a_number(project, tmp_path, monkeypatch):
+    # pandas' C parser reads a column of True/False as 1.0/0.0; gradtrack must not.
+    msg = _fails(project, monkeypatch, _csv(tmp_path, "mpg,cylinders\n18,True\n15,False\n"))
+    assert "'True', 'False'" in msg and "lines 2, 3" in msg
+
+
+def test_reliability_large_plain_file_reports_exact_lines(project, tmp_path, monkeypatch):
+    # Big enough for several scan chunks; a blank line and blank cells far down.
+    rows = [f"{20 + i % 7}.5,{4 + i % 3}" for i in range(300_000)]
+    rows[150_000] = ""  # a blank line (skipped) shifts later line numbers by one
+    rows[250_000] = "19.5,"
+    path = _csv(tmp_path, "mpg,cylinders\n" + "\n".join(rows) + "\n")
+    msg = _fails(project, monkeypatch, path, *LINEAR, "dataset.dropna=false")
+    assert "'cylinders'" in msg and "line 250002" in msg
+
+
+def test_reliability_fast_and_careful_readers_agree(tmp_path):
+    from gradtrack.data.load import load_dataset
+
+    body = "".join(f"{10 + i * 0.37:.4f},{i % 5},{3000 - i}\n" for i in range(2000))
+    body = body.replace("3000\n", "\n", 1)  # a blank cell, dropped with dropna
+    plain = _csv(tmp_path, "mpg,cylinders,weight\n" + body, "plain.csv")
+    # A quote anywhere sends the file to the careful text reader.
+    quoted = _csv(tmp_path, '"mpg",cylinders,weight\n' + body, "quoted.csv")
+    dcfg = compose(*LINEAR, "dataset.features=[]", "dataset.standardize=true").dataset
+    a, b = load_dataset(dcfg, plain, "regression"), load_dataset(dcfg, quoted, "regression")
+    assert a.n_dropped == b.n_dropped == 1 and a.n_rows == b.n_rows == 1999
+    assert np.array_equal(a.X_raw, b.X_raw) and np.array_equal(a.y_raw, b.y_raw)
+    assert np.array_equal(a.X, b.X) and a.feature_names == b.feature_names

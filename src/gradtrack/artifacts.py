@@ -69,9 +69,10 @@ def coefficient_table(
     """CSV: term, learned, baseline, abs_err (intercept last)."""
     rows = ["term,learned,baseline,abs_err"]
     terms = list(names) + ["intercept"]
-    lv = list(np.asarray(learned, dtype=float)) + [float(learned_b)]
+    # .tolist() gives Python floats: repr() of a numpy scalar is "np.float64(…)".
+    lv = np.asarray(learned, dtype=float).tolist() + [float(learned_b)]
     bv = (
-        (list(np.asarray(baseline, dtype=float)) + [float(baseline_b)])
+        (np.asarray(baseline, dtype=float).tolist() + [float(baseline_b)])
         if baseline is not None
         else [None] * len(lv)
     )

@@ -146,6 +146,9 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     # The named experiment this run reproduces (conf/experiment/<name>.yaml).
     experiment_name: str = "default"
+    # False for the notebook's deliberately short demonstration runs (seed_*): their
+    # "not converged" note is then a calm remark, not a warning.
+    expect_converged: bool = True
     # Number of epochs; with full-batch optimisation one epoch is one update.
     steps: int = 100
     seed: int = 0
@@ -250,6 +253,19 @@ def validate(cfg: Config) -> None:
             )
         if d.name not in ("synthetic", "none") and not d.target:
             errors.append(f"dataset.target: {m.name} needs a target column; set dataset.target")
+    if d.target and d.target in d.features:
+        rest = [f for f in d.features if f != d.target]
+        errors.append(
+            f"dataset.features: lists the target column {d.target!r}; a model must not "
+            f"train on what it predicts. Remove it, e.g. dataset.features=[{','.join(rest)}]"
+            + (" (or [] for every other column)" if rest else " ([] = every other column)")
+        )
+    twice = sorted({f for f in d.features if list(d.features).count(f) > 1})
+    if twice:
+        errors.append(
+            f"dataset.features: lists {', '.join(map(repr, twice))} more than once; "
+            "name each feature once"
+        )
     if d.name == "synthetic":
         _check(errors, d.n_samples >= 2, "dataset.n_samples", "must be >= 2 for synthetic data")
         _check(errors, d.n_features >= 1, "dataset.n_features", "must be >= 1 for synthetic data")

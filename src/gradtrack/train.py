@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager, suppress
@@ -384,18 +385,40 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
     trk.log_metrics(m, step=cfg.steps)
     if baseline is not None:
         trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
+    _converged(cfg, ds, result, trk)
     trk.flush()  # results are in the store before the (slower) artifacts go out
     if cfg.tracking.enabled and cfg.tracking.log_artifacts:
         _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
     if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
         from gradtrack.tracking.model import save_linear_model
 
-        example = ds.frame[ds.feature_names].head(5)
+        example = ds.frame.head(5)[ds.feature_names]  # head first: no copy of every row
         trk.log_model(
             lambda path: save_linear_model(
                 path, ds.feature_names, result.coef_, result.intercept_, cfg.model.name, example
             )
         )
+
+
+def _converged(cfg, ds: Dataset, result: RunResult, trk) -> None:
+    """Tag the run converged=true/false; say so on stderr when it did not."""
+    from gradtrack.convergence import assess
+
+    m = result.metrics
+    verdict = assess(
+        result.losses,
+        result.grad_norms,
+        minibatch=0 < cfg.optimizer.batch_size < max(ds.n_rows, 1),
+        loss_gap=m.get("baseline/loss_gap"),
+        baseline_loss=m.get("baseline/loss"),
+        standardized=cfg.dataset.standardize if ds.X is not None else None,
+        lr=cfg.optimizer.lr,
+        steps=cfg.steps,
+    )
+    trk.set_tags(verdict.tags())
+    note = verdict.message(cfg.expect_converged, cfg.experiment_name)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def _write_local_outputs(cfg, root: Path, result: RunResult) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradtrack.data.schema import check_binary_target, check_columns, read_table, to_numeric
+from gradtrack.data.schema import check_binary_target, incomplete_rows, read_table
 from gradtrack.errors import DataError
 
 
@@ -30,7 +30,18 @@ class Dataset:
     n_dropped: int = 0
     path: Path | None = None
     digest: str | None = None  # sha256 of the file (or of the generated arrays)
-    frame: pd.DataFrame | None = None  # the rows used, in original units
+
+    @property
+    def frame(self) -> pd.DataFrame | None:
+        """The rows used, in original units (features then target).
+
+        Built on demand over ``X_raw``, so a large file is not held twice.
+        """
+        if self.X_raw is None:
+            return None
+        frame = pd.DataFrame(self.X_raw, columns=self.feature_names, copy=False)
+        frame[self.target] = self.y_raw
+        return frame
 
     @property
     def n_rows(self) -> int:
@@ -44,15 +55,28 @@ class Dataset:
 def _standardize(
     X: np.ndarray, names: list[str], path
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
+    # Column by column: numpy's whole-matrix std holds a full-size temporary.
+    mean = np.array([X[:, j].mean() for j in range(X.shape[1])])
+    scale = np.array([X[:, j].std() for j in range(X.shape[1])])
     const = [n for n, s in zip(names, scale) if s == 0]
     if const:
         raise DataError(
             f"{path}: feature(s) {', '.join(map(repr, const))} are constant and cannot be "
             "standardized; drop them from dataset.features or set dataset.standardize=false."
         )
-    return (X - mean) / scale, mean, scale
+    Z = X - mean
+    Z /= scale
+    return Z, mean, scale
+
+
+def _matrix(num: pd.DataFrame, columns: list[str], keep: np.ndarray | None) -> np.ndarray:
+    """The chosen columns as one C-ordered float64 matrix, without intermediate copies."""
+    n = len(num) if keep is None else int(keep.sum())
+    out = np.empty((n, len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        values = num[col].to_numpy(dtype=np.float64)
+        out[:, j] = values if keep is None else values[keep]
+    return out
 
 
 def synthetic(n_samples: int, n_features: int, noise: float, seed: int) -> pd.DataFrame:
@@ -77,31 +101,36 @@ def load_dataset(dcfg, path: Path | None, task: str) -> Dataset:
         digest = hashlib.sha256(
             f"synthetic:{dcfg.n_samples}:{dcfg.n_features}:{dcfg.noise}:{dcfg.seed}".encode()
         ).hexdigest()
+        keep, index = None, df.index
     else:
         if path is None:
             raise DataError(f"dataset={dcfg.name}: dataset.path is not set.")
-        df = read_table(path)
         target = dcfg.target
-        check_columns(df, path, list(dcfg.features), target)
-        df, n_dropped = to_numeric(df, path, dcfg.dropna)
-        if df.empty:
+        labels = target if task == "classification" else None
+        df, digest = read_table(path, list(dcfg.features), target, labels)
+        dropped = incomplete_rows(df, path, dcfg.dropna)
+        n_dropped = int(dropped.sum())
+        if n_dropped == len(df):
             raise DataError(
                 f"{path}: no rows left after dropping {n_dropped} incomplete one(s) "
                 "(dataset.dropna=true); fill the blank cells."
             )
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        keep = ~dropped if n_dropped else None
+        index = df.index if keep is None else df.index[keep]
     features = list(dcfg.features) or [c for c in df.columns if c != target]
-    X_raw = df[features].to_numpy(dtype=np.float64)
-    y_raw = df[target].to_numpy(dtype=np.float64)
+    X_raw = _matrix(df, features, keep)
+    y_raw = _matrix(df, [target], keep)[:, 0]
+    del df  # the matrix is all that is kept: memory stays in proportion to the data
     if task == "classification":
-        check_binary_target(y_raw, path, target, df.index)
-    X, mean, scale = X_raw, None, None
+        check_binary_target(y_raw, path, target, index)
+    X = X_raw
+    mean = scale = None
     if dcfg.standardize:
         X, mean, scale = _standardize(X_raw, features, path)
     return Dataset(
         name=dcfg.name,
-        X=np.ascontiguousarray(X),
-        y=y_raw / dcfg.target_scale,
+        X=X,
+        y=y_raw if dcfg.target_scale == 1 else y_raw / dcfg.target_scale,
         X_raw=X_raw,
         y_raw=y_raw,
         feature_names=features,
@@ -112,7 +141,6 @@ def load_dataset(dcfg, path: Path | None, task: str) -> Dataset:
         n_dropped=n_dropped,
         path=path,
         digest=digest,
-        frame=df[features + [target]].reset_index(drop=True),
     )
 
 
