@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import measure  # noqa: E402
 import processes  # noqa: E402
+import tracking_cost  # noqa: E402
 
 PACKAGES = ("numpy", "torch", "tensorflow", "mlflow", "hydra-core", "pandas", "scikit-learn")
 
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.skip_sweep:
         section("sweep", processes.sweep)
+    section("tracking_cost", tracking_cost.run_all, quick=q)
 
     m["load_avg_end"] = list(os.getloadavg())
     m["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "(see load_avg_*), which inflates absolute times more than ratios."
     )
     rat = ratios(fig)
+    rat.update(tracking_cost.ratios(fig.get("tracking_cost", {})))
     args.out.write_text(json.dumps({"meta": m, "figures": fig, "ratios": rat}, indent=2) + "\n")
     print(table(fig, rat))
     print(f"\nwrote {args.out} in {m['total_seconds']}s")
