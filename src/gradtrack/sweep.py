@@ -141,12 +141,16 @@ class MlflowSweepCallback(Callback):
         self.sweep_metric = "final_loss"
         self.jobs: list[str] = []
         self._finished = False
+        # Set by a sweeper that picks its own jobs (the Optuna sweeper): failed jobs are
+        # part of its search, and its direction decides which child is best.
+        self.failed_jobs_ok = False
+        self.maximize = False
 
     # -- Hydra hooks -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = expand_sweep(config)
         try:
-            typed = check_jobs(config, jobs)
+            typed = check_jobs(config, jobs or sweeper_validation_jobs(config))
         except SweepConfigError as exc:
             # Hydra turns exceptions raised by callbacks into warnings and carries on;
             # SystemExit is not an Exception, so it really stops the sweep here.
@@ -195,12 +199,14 @@ class MlflowSweepCallback(Callback):
                 "sweep_id": self.sweep_id,
                 "sweep_role": "parent",
                 "sweep_overrides": sweep_args[:5000],
-                "sweep_jobs": str(len(self.jobs)),
+                "sweep_jobs": str(len(self.jobs) or _planned_jobs(config)),
                 "sweep_metric": self.sweep_metric,
                 "launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
             },
         )
         self.parent_run_id = run.info.run_id
+        global _ACTIVE
+        _ACTIVE = self
         # Also exported here, so processes forked/spawned later inherit them.
         os.environ[ENV_PARENT] = self.parent_run_id
         os.environ[ENV_SWEEP] = self.sweep_id
@@ -208,7 +214,8 @@ class MlflowSweepCallback(Callback):
         # runs); the parent must still get its summary and must not stay RUNNING.
         atexit.register(self.finish)
         print(
-            f"gradtrack sweep {self.sweep_id}: {len(self.jobs)} jobs, parent run {run.info.run_id}"
+            f"gradtrack sweep {self.sweep_id}: {len(self.jobs) or _planned_jobs(config)} jobs, "
+            f"parent run {run.info.run_id}"
         )
 
     def finish(self) -> None:
@@ -222,9 +229,52 @@ class MlflowSweepCallback(Callback):
         status = "FAILED"
         try:
             rows = collect_children(client, self.experiment_id, self.parent_run_id, self.jobs)
-            status = write_summary(client, self.parent_run_id, rows, self.sweep_metric)
+            status = write_summary(
+                client, self.parent_run_id, rows, self.sweep_metric, maximize=self.maximize
+            )
+            if status == "FAILED" and self.failed_jobs_ok:
+                status = "FINISHED"
         finally:
             client.set_terminated(self.parent_run_id, status=status)
+
+
+# -- hooks for sweepers that choose their jobs as they go (the Optuna sweeper) ------
+
+_ACTIVE: MlflowSweepCallback | None = None  # this process's sweep, once its parent exists
+
+
+def active_sweep() -> MlflowSweepCallback | None:
+    """The running sweep's callback (parent run id, tracking URI), for a sweeper to
+    write its own results onto the parent before the parent ends; None if untracked."""
+    return _ACTIVE
+
+
+def sweeper_validation_jobs(config: DictConfig) -> list[list[str]]:
+    """Jobs to validate before launch for a sweeper other than the basic one.
+
+    A sweeper class may offer ``validation_jobs(config)`` (e.g. one job per bound and
+    choice of its search space); a ValueError from it is a sweep config error.
+    """
+    from hydra.utils import get_class
+
+    target = OmegaConf.select(config, "hydra.sweeper._target_", default="")
+    try:
+        hook = getattr(get_class(str(target)), "validation_jobs", None) if target else None
+    except Exception:  # an unimportable sweeper fails later, with Hydra's own message
+        return []
+    if hook is None:
+        return []
+    try:
+        return hook(config)
+    except ValueError as exc:
+        raise SweepConfigError(
+            f"sweep not started: invalid search space or sweeper setting "
+            f"(no job ran, no MLflow run was created): {exc}"
+        ) from exc
+
+
+def _planned_jobs(config: DictConfig) -> int:
+    return int(OmegaConf.select(config, "hydra.sweeper.n_trials", default=0) or 0)
 
 
 def _follow_launch_dir(config: DictConfig) -> None:
@@ -284,12 +334,12 @@ def _row(run: Any) -> ChildRow:
     )
 
 
-def best_row(rows: list[ChildRow], metric: str) -> ChildRow | None:
-    """The finished child with the lowest finite ``metric``."""
+def best_row(rows: list[ChildRow], metric: str, maximize: bool = False) -> ChildRow | None:
+    """The finished child with the lowest (``maximize``: highest) finite ``metric``."""
     ok = [
         r for r in rows if r.status == "FINISHED" and math.isfinite(r.metrics.get(metric, math.nan))
     ]
-    return min(ok, key=lambda r: r.metrics[metric]) if ok else None
+    return (max if maximize else min)(ok, key=lambda r: r.metrics[metric]) if ok else None
 
 
 def table(rows: list[ChildRow], metric: str) -> tuple[list[str], list[list[str]]]:
@@ -311,7 +361,9 @@ def table(rows: list[ChildRow], metric: str) -> tuple[list[str], list[list[str]]
     return header, body
 
 
-def write_summary(client: Any, parent_run_id: str, rows: list[ChildRow], metric: str) -> str:
+def write_summary(
+    client: Any, parent_run_id: str, rows: list[ChildRow], metric: str, maximize: bool = False
+) -> str:
     """Log table (Markdown + CSV), overlaid loss curves, best child and failures.
 
     Returns the parent's final status: FINISHED only if every job finished.
@@ -319,14 +371,16 @@ def write_summary(client: Any, parent_run_id: str, rows: list[ChildRow], metric:
     from mlflow.entities import Metric, RunTag
 
     failed = [r for r in rows if r.status != "FINISHED"]
-    best = best_row(rows, metric)
+    best = best_row(rows, metric, maximize)
     header, body = table(rows, metric)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         buf = io.StringIO()
         csv.writer(buf).writerows([header, *body])
         (d / "sweep_summary.csv").write_text(buf.getvalue())
-        (d / "sweep_summary.md").write_text(_markdown(header, body, rows, failed, best, metric))
+        (d / "sweep_summary.md").write_text(
+            _markdown(header, body, rows, failed, best, metric, maximize)
+        )
         _loss_curves(client, rows, d / "loss_curves.png")
         client.log_artifacts(parent_run_id, str(d))
     tags = [
@@ -353,14 +407,14 @@ def write_summary(client: Any, parent_run_id: str, rows: list[ChildRow], metric:
     return "FAILED" if failed else "FINISHED"
 
 
-def _markdown(header, body, rows, failed, best, metric) -> str:
+def _markdown(header, body, rows, failed, best, metric, maximize=False) -> str:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     lines = [f"# Sweep summary ({len(rows)} jobs, {len(failed)} failed)", ""]
     if best is not None:
         lines += [
-            f"Best by `{metric}` (lower is better): `{best.overrides}` = "
+            f"Best by `{metric}` ({'higher' if maximize else 'lower'} is better): `{best.overrides}` = "
             f"{best.metrics[metric]:.10g}, run `{best.run_id}`",
             "",
         ]
