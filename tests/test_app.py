@@ -178,3 +178,96 @@ def test_python_dash_m_and_console_script_agree():
         [str(script), "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
     )
     assert out.returncode == 0 and "dataset" in out.stdout
+
+
+# -- the app introduces itself ---------------------------------------------------------
+
+
+def test_help_describes_gradtrack_with_examples(project):
+    out = run_cli(["--help"], project)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith("gradtrack: gradient-based training experiments")
+    assert "powered by Hydra" not in text and "cli" not in text.split()
+    assert "== Examples ==" in text and "gradtrack +experiment=seed_quadratic_tf" in text
+    assert "hydra/sweeper=optuna" in text
+    assert "experiment: fit_linear" in text  # the groups, filled in by Hydra's template
+
+
+def test_version_is_gradtrack_s_own(project):
+    from importlib.metadata import version
+
+    out = run_cli(["--version"], project)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"gradtrack {version('gradtrack')} (Hydra ")
+
+
+def test_job_is_named_gradtrack(project):
+    out = run_cli(["model=quadratic", "steps=3", "tracking.enabled=false"], project)
+    assert out.returncode == 0, out.stderr
+    [log] = (project / "outputs").glob("*/*/gradtrack.log")
+    config = (log.parent / ".hydra" / "hydra.yaml").read_text()
+    assert "    name: gradtrack\n" in config
+
+
+def test_sweeper_and_launcher_hints_list_installed_plugins(project):
+    out = run_cli(["-m", "hydra/sweeper=optunaa"], project)
+    assert out.returncode == 2
+    assert "basic (hydra), optuna (gradtrack). Did you mean 'optuna'?" in out.stderr
+    out = run_cli(["-m", "hydra/launcher=jobblib"], project)
+    assert "joblib (joblib_launcher)" in out.stderr and "ray_cluster (conf/)" in out.stderr
+
+
+# -- which conf/ is used -------------------------------------------------------------
+
+
+def _project_conf(folder: Path) -> Path:
+    conf = folder / "conf"
+    conf.mkdir(parents=True)
+    (conf / "config.yaml").write_text((REPO / "conf" / "config.yaml").read_text())
+    return conf
+
+
+def test_config_dir_precedence(tmp_path, monkeypatch):
+    from gradtrack import cli
+
+    monkeypatch.delenv("GRADTRACK_CONFIG_DIR", raising=False)
+    # Outside any project, a source checkout uses its own conf/.
+    assert cli.find_config_dir(tmp_path) == str(REPO / "conf")
+    # Inside a gradtrack project (here or below it), that project's conf/ wins ...
+    mine = _project_conf(tmp_path / "proj")
+    (tmp_path / "proj" / "src").mkdir()
+    assert cli.find_config_dir(tmp_path / "proj") == str(mine)
+    assert cli.find_config_dir(tmp_path / "proj" / "src") == str(mine)
+    # ... but another Hydra app's conf/ is not gradtrack's.
+    other = tmp_path / "other" / "conf"
+    other.mkdir(parents=True)
+    (other / "config.yaml").write_text("defaults:\n  - db: mysql\n")
+    assert cli.find_config_dir(tmp_path / "other") == str(REPO / "conf")
+    # The environment variable beats everything.
+    monkeypatch.setenv("GRADTRACK_CONFIG_DIR", str(other))
+    assert cli.find_config_dir(tmp_path / "proj") == str(other)
+
+
+def test_project_conf_is_used_from_inside_the_project(project):
+    conf = _project_conf(project)
+    (conf / "model").mkdir()
+    (conf / "model" / "quadratic.yaml").write_text("name: quadratic\nx0: 5.0\n")
+    for group in ("dataset", "backend", "optimizer", "tracking"):
+        (conf / group).mkdir()
+        for f in (REPO / "conf" / group).glob("*.yaml"):
+            (conf / group / f.name).write_text(f.read_text())
+    (conf / "hydra" / "help").mkdir(parents=True)
+    (conf / "hydra" / "help" / "gradtrack.yaml").write_text(
+        (REPO / "conf" / "hydra" / "help" / "gradtrack.yaml").read_text()
+    )
+    out = run_cli(["steps=1", "tracking.enabled=false", "optimizer.lr=0.1"], project)
+    assert out.returncode == 0, out.stderr
+    # x0 = 5 from the project's own model/quadratic.yaml: 5 - 0.1 * (2*5 + 4) = 3.6
+    assert [ln.split()[-1] for ln in out.stdout.splitlines() if ln.startswith("step")] == ["3.6"]
+
+
+def test_config_dir_env_pointing_nowhere_is_an_input_error(project):
+    out = run_cli(["steps=1"], project, env={"GRADTRACK_CONFIG_DIR": str(project / "nope")})
+    assert out.returncode == 2
+    assert "GRADTRACK_CONFIG_DIR=" in out.stderr and "no config.yaml there" in out.stderr

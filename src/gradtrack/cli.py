@@ -15,11 +15,42 @@ from gradtrack import interrupts
 from gradtrack.config import register_configs
 from gradtrack.errors import GradtrackError
 
-# conf/ sits at the project's top level; GRADTRACK_CONFIG_DIR points elsewhere.
-CONF_DIR = os.environ.get("GRADTRACK_CONFIG_DIR") or str(
-    Path(__file__).resolve().parents[2] / "conf"
-)
 PRINT_TRACE_MAX_STEPS = 200
+ENV_CONFIG_DIR = "GRADTRACK_CONFIG_DIR"
+
+
+def is_project_conf(conf: Path) -> bool:
+    """A gradtrack project's conf/: its config.yaml composes gradtrack's schema."""
+    try:
+        text = (conf / "config.yaml").read_text()
+    except OSError:
+        return False
+    return any(line.split("#")[0].strip() == "- config_schema" for line in text.splitlines())
+
+
+def find_config_dir(cwd: Path | None = None) -> str:
+    """The config folder the app composes; the first of (README "Which configs win"):
+
+    1. ``$GRADTRACK_CONFIG_DIR``: the user asked for it;
+    2. the ``conf/`` of the gradtrack project you are in (the working directory or a
+       parent of it), so a checkout's edited configs are used from inside it;
+    3. the source checkout's ``conf/`` when gradtrack runs from one (src/ layout);
+    4. the configs packaged with gradtrack (``gradtrack/conf``, copied from conf/ at build).
+    """
+    explicit = os.environ.get(ENV_CONFIG_DIR)
+    if explicit:
+        return str(Path(explicit).expanduser().resolve())
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if is_project_conf(folder / "conf"):
+            return str(folder / "conf")
+    package = Path(__file__).resolve().parent
+    if package.parent.name == "src" and is_project_conf(package.parents[1] / "conf"):
+        return str(package.parents[1] / "conf")
+    return str(package / "conf")
+
+
+CONF_DIR = find_config_dir()
 
 register_configs()
 
@@ -106,9 +137,37 @@ def _app(cfg: DictConfig) -> float | None:
     return result.metrics.get(obj.sweep_metric)
 
 
+def version() -> str:
+    """gradtrack's installed version, or the package's own when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("gradtrack")
+    except PackageNotFoundError:
+        from gradtrack import __version__
+
+        return __version__
+
+
 def main() -> float | None:
     """The console entry point: a bad override is an input error (message, exit 2)."""
+    from hydra.errors import CompactHydraException
+
     from gradtrack.hydra_errors import explain
+
+    if "--version" in sys.argv[1:]:  # Hydra's own --version would print Hydra's
+        from hydra import __version__ as hydra_version
+
+        print(f"gradtrack {version()} (Hydra {hydra_version}, Python {sys.version.split()[0]})")
+        return None
+    if os.environ.get(ENV_CONFIG_DIR) and not (Path(CONF_DIR) / "config.yaml").is_file():
+        print(
+            f"gradtrack: error: {ENV_CONFIG_DIR}={os.environ[ENV_CONFIG_DIR]}: no config.yaml "
+            "there. Point it at a gradtrack conf/ folder, or unset it to use the packaged configs.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
     # Make Hydra re-raise composition errors instead of printing its own report and
     # exiting 1; restored afterwards so nothing else sees the setting.
@@ -124,6 +183,9 @@ def main() -> float | None:
     except Exception as exc:
         message = explain(exc)
         if message is None:
+            if isinstance(exc, CompactHydraException):  # e.g. a search whose trials all failed
+                print(f"gradtrack: error: {exc}", file=sys.stderr)
+                sys.exit(1)
             raise
         print(f"gradtrack: error: {message}", file=sys.stderr)
         sys.exit(2)

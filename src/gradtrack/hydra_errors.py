@@ -51,6 +51,25 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def _plugin_options(group: str, options: list[str]) -> str:
+    """``basic (hydra), optuna (gradtrack), ray_cluster (conf/)``: where each option comes from.
+
+    Options registered in Hydra's ConfigStore (by Hydra or by a plugin found in the
+    ``hydra_plugins`` namespace) carry their provider; the rest are files on the
+    config search path.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    node: Any = ConfigStore.instance().repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    out = []
+    for name in options:
+        provider = getattr(node.get(f"{name}.yaml"), "provider", None) if node else None
+        out.append(f"{name} ({provider or 'conf/'})")
+    return ", ".join(out)
+
+
 def explain(exc: BaseException) -> str | None:
     """A user-facing message for a composition error, or None if ``exc`` is not one."""
     from hydra.errors import (
@@ -64,6 +83,13 @@ def explain(exc: BaseException) -> str | None:
         missing = exc.missing_cfg_file or ""
         group, _, option = missing.rpartition("/")
         options = list(exc.options or [])
+        if group.startswith("hydra/") and options:
+            return (
+                f"{group}={option}: there is no {group} option {option!r}. Installed "
+                f"options: {_plugin_options(group, options)}.{_did_you_mean(option, options)} "
+                f"(from Hydra, its plugins (pip packages such as hydra-joblib-launcher) and "
+                f"files in conf/{group}/)"
+            )
         if group and options:
             return (
                 f"{group}={option}: there is no {group} option {option!r}. Available options in "
