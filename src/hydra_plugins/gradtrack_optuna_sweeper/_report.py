@@ -8,6 +8,7 @@ there is nothing to write to and the result is only logged.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 import warnings
@@ -37,6 +38,55 @@ def _children(client: Any, experiment_id: str, parent_run_id: str) -> dict[str, 
     return out
 
 
+def _target(study: Any) -> tuple[Any, str]:
+    """Plot log10(value) when values are positive and span orders of magnitude.
+
+    A search over lr has trials that blow the loss up to 1e250 without diverging to
+    inf; on a linear axis they flatten every other trial to zero, and they overflow
+    fANOVA's variances.
+    """
+    import optuna
+
+    values = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if values and min(values) > 0 and max(values) / min(values) > 1e3:
+        return (lambda t: math.log10(t.value)), "log10(objective value)"
+    return None, "Objective Value"
+
+
+def history(study: Any, plt: Any) -> Any:
+    """Each trial's value, the best so far, and where trials failed (Optuna's own
+    history plot drops the best-so-far line as soon as the axis is transformed)."""
+    import optuna
+
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    if not done:
+        raise ValueError("no completed trial")
+    xs, ys = [t.number for t in done], [t.value for t in done]
+    best, running = [], None
+    for y in ys:
+        running = y if running is None else (max if maximize else min)(running, y)
+        best.append(running)
+    label = f"objective ({'maximize' if maximize else 'minimize'})"
+    final = best[-1]
+    if min(ys) > 0 and max(ys) / min(ys) > 1e3:
+        # log10 values, not a log axis: matplotlib's log ticks overflow near 1e300
+        ys, best = [math.log10(y) for y in ys], [math.log10(b) for b in best]
+        label = f"log10 {label}"
+    fig, ax = plt.subplots()
+    ax.plot(xs, ys, "o", label="trial value")
+    ax.step(xs, best, where="post", color="C1", label="best so far")
+    if failed:
+        top = ax.get_ylim()[1]
+        ax.plot(failed, [top] * len(failed), "x", color="C3", label=f"failed ({len(failed)})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(label)
+    ax.set_title(f"Optuna optimization history: best {final:.10g}")
+    ax.legend(fontsize=8)
+    return ax
+
+
 def plots(study: Any, folder: Path) -> dict[str, str]:
     """Optimization history and parameter importances as PNGs; {name: why not} for any skipped."""
     import optuna
@@ -45,15 +95,24 @@ def plots(study: Any, folder: Path) -> dict[str, str]:
     from gradtrack.artifacts import _pyplot
 
     plt = _pyplot()
-    skipped: dict[str, str] = {}
+    target, name = _target(study)
+    # Seeded, so the same study always gives the same importances.
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+    def importances() -> Any:
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
+        if not all(math.isfinite(v) for v in found.values()):
+            raise ValueError(f"importances are not finite: {found}")
+        return vis.plot_param_importances(
+            study, evaluator=evaluator, target=target, target_name=name
+        )
+
     drawers = {
-        "optuna_history.png": lambda: vis.plot_optimization_history(study),
-        # Seeded, so the same study always draws the same importances.
-        "optuna_importance.png": lambda: vis.plot_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-        ),
+        "optuna_history.png": lambda: history(study, plt),
+        "optuna_importance.png": importances,
     }
-    for name, draw in drawers.items():
+    skipped: dict[str, str] = {}
+    for file, draw in drawers.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -61,11 +120,11 @@ def plots(study: Any, folder: Path) -> dict[str, str]:
             fig = ax.figure
             fig.set_size_inches(7, 4.5)
             fig.tight_layout()
-            fig.savefig(folder / name, dpi=100)
+            fig.savefig(folder / file, dpi=100)
             plt.close(fig)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             # e.g. importances need two completed trials with different values
-            skipped[name] = f"{type(exc).__name__}: {exc}"[:300]
+            skipped[file] = f"{type(exc).__name__}: {exc}"[:300]
             plt.close("all")
     return skipped
 
