@@ -172,9 +172,12 @@ def test_a_search_where_every_trial_fails_stops_with_one_message(project):
     assert res.returncode == 1
     assert "gradtrack: error: Optuna search stopped: 3 of 3 trials failed" in res.stderr
     assert "Traceback" not in res.stderr
-    _, parent, children = _store(project)
+    client, parent, children = _store(project)
     assert parent.info.status == "FAILED"  # ended, not left RUNNING
     assert [c.info.status for c in children] == ["FAILED"] * 3
+    # What was tried is still on the parent.
+    assert [t["state"] for t in _trials(client, parent)] == ["FAIL"] * 3
+    assert parent.data.tags["optuna_failed_trials"] == "3"
 
 
 @pytest.mark.slow

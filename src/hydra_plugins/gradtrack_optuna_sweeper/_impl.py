@@ -124,10 +124,11 @@ class OptunaSweeperImpl:
                 tuple(space.fixed + [p.override(t.params[p.key]) for p in space.params])
                 for t in trials
             ]
+            for trial, job in zip(trials, jobs):
+                trial.set_user_attr("overrides", " ".join(job))
             self.validate_batch(jobs)
             results = self.launcher.launch(jobs, initial_job_idx=done)
             for trial, job, ret in zip(trials, jobs, results):
-                trial.set_user_attr("overrides", " ".join(job))
                 value, why = trial_value(ret)
                 if value is None:
                     trial.set_user_attr("error", why[:500])
@@ -140,6 +141,7 @@ class OptunaSweeperImpl:
             done += len(trials)
             too_many = len(failed) > self.max_failure_rate * self.n_trials
             if too_many or (done >= self.n_trials and len(failed) == done):
+                self.report(study, space, completed=False)
                 raise TrialsFailedError(
                     f"Optuna search stopped: {len(failed)} of {done} trials failed"
                     + (
@@ -151,7 +153,7 @@ class OptunaSweeperImpl:
                     + f". First failure: {failed[0].rstrip('.')}. Narrow the search space "
                     "(e.g. a lower optimizer.lr bound) or fix the failing config."
                 )
-        self.report(study, space)
+        self.report(study, space, completed=True)
         return returns
 
     def validate_batch(self, jobs: list[tuple[str, ...]]) -> None:
@@ -159,7 +161,9 @@ class OptunaSweeperImpl:
         for overrides in jobs:
             self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def report(self, study: Any, space: _search_space.SearchSpace) -> None:
+    def report(self, study: Any, space: _search_space.SearchSpace, completed: bool) -> None:
+        """Log the best trial and write the result onto the parent run (also when the
+        search stopped early: the trials so far are what the user needs to see)."""
         from hydra_plugins.gradtrack_optuna_sweeper import _report
 
         best = _report.best_trial(study)
@@ -171,7 +175,9 @@ class OptunaSweeperImpl:
                 f"({best.user_attrs.get('overrides', '')})"
             )
         try:
-            _report.to_parent_run(study, space, maximize=self.direction == "maximize")
+            _report.to_parent_run(
+                study, space, maximize=self.direction == "maximize", completed=completed
+            )
         except Exception as exc:  # the trials already ran and are stored; say what is missing
             log.warning(
                 f"Optuna search: could not write the result onto the sweep's parent run: "

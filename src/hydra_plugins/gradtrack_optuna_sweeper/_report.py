@@ -129,8 +129,12 @@ def plots(study: Any, folder: Path) -> dict[str, str]:
     return skipped
 
 
-def to_parent_run(study: Any, space: Any, *, maximize: bool) -> None:
-    """Write the search result onto the sweep's parent run, if there is one."""
+def to_parent_run(study: Any, space: Any, *, maximize: bool, completed: bool = True) -> None:
+    """Write the search result onto the sweep's parent run, if there is one.
+
+    ``completed``: the search ran all its trials (its failed trials then do not fail
+    the sweep); False when it stopped because too many trials failed.
+    """
     try:
         from gradtrack import sweep as gradtrack_sweep
     except ImportError:
@@ -138,9 +142,9 @@ def to_parent_run(study: Any, space: Any, *, maximize: bool) -> None:
     sweep = gradtrack_sweep.active_sweep()
     if sweep is None or sweep.parent_run_id is None:
         return
-    # Failed trials are part of a search (Optuna learns from them): they do not fail
-    # the sweep; too many of them stop it before this point.
-    sweep.failed_jobs_ok = True
+    # Failed trials are part of a search (a diverging lr is an answer too): they fail
+    # the sweep only when too many of them stopped it.
+    sweep.failed_jobs_ok = completed
     sweep.maximize = maximize
     import optuna
     from mlflow.entities import Metric, Param, RunTag
