@@ -236,6 +236,9 @@ class MlflowSweepCallback(Callback):
                 status = "FINISHED"
         finally:
             client.set_terminated(self.parent_run_id, status=status)
+            global _ACTIVE
+            if _ACTIVE is self:
+                _ACTIVE = None
 
 
 # -- hooks for sweepers that choose their jobs as they go (the Optuna sweeper) ------
