@@ -31,10 +31,8 @@ class OptimizerSpec:
         return {"sgd": 0, "momentum": 1, "adam": 2}[self.name]
 
 
-def clip_by_global_norm(ops: Any, grads: list, clip_norm: float) -> list:
-    """Scale all gradients so their joint L2 norm is at most ``clip_norm``."""
-    if clip_norm <= 0:
-        return grads
+def clip_by_global_norm(ops: Any, grads: list, clip_norm: Any) -> list:
+    """Scale all gradients so their joint L2 norm is at most ``clip_norm`` (> 0)."""
     sq = ops.sum(grads[0] * grads[0])
     for g in grads[1:]:
         sq = sq + ops.sum(g * g)
@@ -45,23 +43,111 @@ def clip_by_global_norm(ops: Any, grads: list, clip_norm: float) -> list:
 
 
 def apply_update(
-    ops: Any, spec: OptimizerSpec, params: list, grads: list, slots: list, t: Any
+    ops: Any,
+    spec: OptimizerSpec,
+    params: list,
+    grads: list,
+    slots: list,
+    t: Any,
+    hyper: Hyper | None = None,
 ) -> tuple[list, list]:
-    """One optimizer step. ``t`` is the 1-based step count; returns (params, slots)."""
-    grads = clip_by_global_norm(ops, grads, spec.clip_norm)
-    lr = spec.lr
+    """One optimizer step. ``t`` is the 1-based step count; returns (params, slots).
+
+    ``hyper`` overrides the spec's numbers (TensorFlow passes tensors); only
+    ``spec.name`` and whether clipping is on then shape the computation.
+    """
+    h = hyper if hyper is not None else Hyper.of(spec)
+    if spec.clip_norm > 0:
+        grads = clip_by_global_norm(ops, grads, h.clip_norm)
+    lr = h.lr
     if spec.name == "sgd":
         return [p - lr * g for p, g in zip(params, grads)], slots
     if spec.name == "momentum":
-        mu = spec.momentum
+        mu = h.momentum
         vs = [mu * v + g for v, g in zip(slots[0], grads)]
         return [p - lr * v for p, v in zip(params, vs)], [vs]
     if spec.name == "adam":
-        b1, b2, eps = spec.beta1, spec.beta2, spec.eps
-        ms = [b1 * m + (1 - b1) * g for m, g in zip(slots[0], grads)]
-        vs = [b2 * v + (1 - b2) * (g * g) for v, g in zip(slots[1], grads)]
+        b1, b2, eps = h.beta1, h.beta2, h.eps
+        ms = [b1 * m + h.one_minus_beta1 * g for m, g in zip(slots[0], grads)]
+        vs = [b2 * v + h.one_minus_beta2 * (g * g) for v, g in zip(slots[1], grads)]
         bc1 = 1 - b1**t
         bc2 = 1 - b2**t
         new = [p - lr * (m / bc1) / (ops.sqrt(v / bc2) + eps) for p, m, v in zip(params, ms, vs)]
         return new, [ms, vs]
     raise ValueError(f"unknown optimizer {spec.name!r}; valid: sgd, momentum, adam")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The rule's numbers, derived in Python double once (``1 - β`` is not recomputed
+    in the array dtype), so every backend rounds them the same way. TensorFlow passes
+    them into its compiled loop as a tensor, so a new lr never retraces."""
+
+    lr: Any
+    momentum: Any
+    beta1: Any
+    one_minus_beta1: Any
+    beta2: Any
+    one_minus_beta2: Any
+    eps: Any
+    clip_norm: Any
+
+    @classmethod
+    def of(cls, spec: OptimizerSpec) -> Hyper:
+        s = spec
+        return cls(s.lr, s.momentum, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.eps, s.clip_norm)
+
+    def as_list(self) -> list:
+        return [getattr(self, f) for f in self.__dataclass_fields__]
+
+    @classmethod
+    def from_list(cls, values) -> Hyper:
+        return cls(*values)
+
+
+def make_inplace_update(ops: Any, spec: OptimizerSpec, params: list, slots: list):
+    """``update(grads, t)``: :func:`apply_update` done in place on ``params``/``slots``.
+
+    For numpy arrays and torch tensors (under ``no_grad``): the same operations in
+    the same order as :func:`apply_update` (``p -= lr·g`` rounds exactly like
+    ``p − lr·g``), without building new lists and arrays every step.
+    """
+    h = Hyper.of(spec)
+    lr, clip = h.lr, h.clip_norm
+    pairs = list(zip(params, *slots)) if slots else [(p,) for p in params]
+
+    def clipped(grads: list) -> list:
+        return clip_by_global_norm(ops, grads, clip) if clip > 0 else grads
+
+    if spec.name == "sgd":
+
+        def update(grads: list, t: int) -> None:
+            for p, g in zip(params, clipped(grads)):
+                p -= lr * g
+
+    elif spec.name == "momentum":
+        mu = h.momentum
+
+        def update(grads: list, t: int) -> None:
+            for (p, v), g in zip(pairs, clipped(grads)):
+                v *= mu
+                v += g
+                p -= lr * v
+
+    elif spec.name == "adam":
+        b1, b2, eps, c1, c2 = h.beta1, h.beta2, h.eps, h.one_minus_beta1, h.one_minus_beta2
+        sqrt = ops.sqrt
+
+        def update(grads: list, t: int) -> None:
+            bc1 = 1 - b1**t
+            bc2 = 1 - b2**t
+            for (p, m, v), g in zip(pairs, clipped(grads)):
+                m *= b1
+                m += c1 * g
+                v *= b2
+                v += c2 * (g * g)
+                p -= lr * (m / bc1) / (sqrt(v / bc2) + eps)
+
+    else:
+        raise ValueError(f"unknown optimizer {spec.name!r}; valid: sgd, momentum, adam")
+    return update

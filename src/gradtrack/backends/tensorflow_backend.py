@@ -8,6 +8,7 @@ operation; ``backend.eager=true`` runs the same code eagerly for debugging.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's start-up banner
 
@@ -16,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 
 from gradtrack.backends.base import BatchPlan, StepRecord  # noqa: E402
 from gradtrack.models.base import Params  # noqa: E402
-from gradtrack.optimizers import OptimizerSpec, apply_update  # noqa: E402
+from gradtrack.optimizers import Hyper, OptimizerSpec, apply_update  # noqa: E402
 
 # Grappler's arithmetic rewrites reassociate sums (e.g. (x + 4) + x into 2x + 4),
 # which changes float32 rounding: compiled and eager runs, and the other backends,
@@ -57,68 +58,206 @@ def loss_and_grad(problem, params: Params, X, y, dtype: str = "float64"):
     return float(loss.numpy()), {k: g.numpy().astype(np.float64) for k, g in zip(tv, grads)}
 
 
+# Compiled chunk loops shared by every trainer in the process (a Hydra sweep with the
+# basic launcher runs its jobs here one after another), keyed by everything that
+# shapes the graph. Hyperparameters, the chunk length, the data, the parameters and
+# the optimizer state are all inputs, so a cache hit computes exactly what a fresh
+# trace would.
+_LOOPS: dict[tuple, Any] = {}
+_TRACES = 0
+
+
+def trace_count() -> int:
+    """How many times a chunk loop has been traced in this process."""
+    return _TRACES
+
+
+def clear_cache() -> None:
+    """Forget every compiled loop (the next run traces afresh)."""
+    _LOOPS.clear()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when TensorFlow sees a GPU, else ``cpu``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"backend.device={device!r}: valid: auto, cpu, cuda")
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cuda" and not gpus:
+        raise ValueError("backend.device=cuda: TensorFlow sees no GPU; use auto or cpu")
+    return "cuda" if device != "cpu" and gpus else "cpu"
+
+
+_TF_DEVICE = {"cpu": "/CPU:0", "cuda": "/GPU:0"}
+
+
+def _problem_key(problem) -> tuple:
+    # The forward pass is Python traced into the graph: its class and settings
+    # (e.g. the logistic loss form and tol) decide the graph.
+    cls = type(problem)
+    return (cls.__module__, cls.__qualname__, tuple(sorted(vars(problem).items())))
+
+
+class _ChunkLoop:
+    """``n_steps`` epochs of one problem and optimizer kind, as one graph-able function.
+
+    Pure: everything that changes between runs or chunks comes in as a tensor and
+    the new parameters, optimizer state and step count go out.
+    """
+
+    def __init__(self, problem, spec: OptimizerSpec, names, plan, batched: bool):
+        self.problem, self.spec, self.names = problem, spec, list(names)
+        self.batched = batched
+        self.bs = plan.batch_size if batched else 0
+        self.n = plan.n if batched else 0
+        self.n_batches = plan.n_batches if batched else 1
+        self.shuffle = batched and plan.shuffle
+
+    def __call__(self, n_steps, orders, X, y, params, slots, t, hyper):
+        global _TRACES
+        if not tf.executing_eagerly():  # this Python runs once per trace
+            _TRACES += 1
+        hp = Hyper.from_list(tf.unstack(hyper))
+        f64 = tf.float64
+        losses = tf.TensorArray(f64, size=n_steps, element_shape=[])
+        norms = tf.TensorArray(f64, size=n_steps, element_shape=[])
+        values = tf.TensorArray(
+            f64, size=0 if self.problem.uses_data else n_steps, element_shape=[]
+        )
+        params, slots = list(params), [list(group) for group in slots]
+        even = self.batched and not self.shuffle and self.n % self.bs == 0
+        if even:  # sequential equal batches: one gather per batch, no index arithmetic
+            Xs = tf.reshape(X, [self.n_batches, self.bs, *X.shape[1:]])
+            ys = tf.reshape(y, [self.n_batches, self.bs, *y.shape[1:]])
+        for i in tf.range(n_steps):
+            if self.batched:
+                tot_l = tf.constant(0.0, f64)
+                tot_g = tf.constant(0.0, f64)
+                for b in tf.range(self.n_batches):
+                    if even:
+                        Xb, yb = tf.gather(Xs, b), tf.gather(ys, b)
+                    else:
+                        lo, hi = b * self.bs, tf.minimum((b + 1) * self.bs, self.n)
+                        if self.shuffle:
+                            idx = orders[i, lo:hi]
+                            Xb, yb = tf.gather(X, idx), tf.gather(y, idx)
+                        else:  # sequential rows: a slice, no gather
+                            Xb, yb = X[lo:hi], y[lo:hi]
+                    t = t + 1
+                    loss, gnorm, params, slots = self._step(Xb, yb, params, slots, t, hp)
+                    tot_l += loss
+                    tot_g += gnorm
+                k = tf.constant(float(self.n_batches), f64)
+                loss, gnorm = tot_l / k, tot_g / k
+            else:
+                t = t + 1
+                loss, gnorm, params, slots = self._step(X, y, params, slots, t, hp)
+            losses = losses.write(i, loss)
+            norms = norms.write(i, gnorm)
+            if not self.problem.uses_data:
+                values = values.write(i, tf.cast(tf.reshape(params[0], [-1])[0], f64))
+        return losses.stack(), norms.stack(), values.stack(), params, slots, t
+
+    def _step(self, Xb, yb, params, slots, t, hp):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = self.problem.loss(OPS, dict(zip(self.names, params)), Xb, yb)
+        grads = tape.gradient(loss, params)
+        # One op per parameter (a scalar's square needs no reduction).
+        sq = [g * g if g.shape.rank == 0 else tf.reduce_sum(g * g) for g in grads]
+        gnorm = tf.sqrt(tf.add_n(sq))
+        params, slots = apply_update(OPS, self.spec, params, grads, slots, t, hp)
+        return tf.cast(loss, tf.float64), tf.cast(gnorm, tf.float64), params, slots
+
+
+def _compiled_loop(problem, spec, names, plan, batched, dtype, X, y, params, slots, device):
+    """The process-wide compiled loop for this graph, traced on first use only."""
+    key = (
+        _problem_key(problem),
+        spec.name,
+        spec.clip_norm > 0,
+        dtype.name,
+        batched,
+        (plan.batch_size, plan.n_batches, plan.shuffle) if batched else None,
+        tuple(X.shape),
+        tuple(y.shape),
+        tuple((k, tuple(p.shape)) for k, p in zip(names, params)),
+        len(slots),
+        device,
+    )
+    fn = _LOOPS.get(key)
+    if fn is None:
+        spec_of = lambda a: tf.TensorSpec(a.shape, dtype)  # noqa: E731
+        signature = [
+            tf.TensorSpec([], tf.int32),  # chunk length: a new n never retraces
+            tf.TensorSpec([None, None], tf.int32),  # row orders for the chunk
+            spec_of(X),
+            spec_of(y),
+            [spec_of(p) for p in params],
+            [[spec_of(s) for s in group] for group in slots],
+            tf.TensorSpec([], dtype),
+            tf.TensorSpec([len(Hyper.__dataclass_fields__)], dtype),
+        ]
+        loop = _ChunkLoop(problem, spec, names, plan, batched)
+        fn = _LOOPS[key] = tf.function(loop, input_signature=signature)
+    return fn
+
+
 class TensorFlowTrainer:
-    def __init__(self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype, plan, eager):
+    def __init__(
+        self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype, plan, eager, device="auto"
+    ):
         self.problem = problem
         self.spec = spec
         self.dtype = tf.as_dtype(dtype)
         self.names = list(params0)
-        self._p = [tf.Variable(np.asarray(params0[k]), dtype=self.dtype) for k in self.names]
-        self._slots = [
-            [tf.Variable(tf.zeros_like(p)) for p in self._p] for _ in range(spec.n_slots)
-        ]
-        self._t = tf.Variable(0.0, dtype=self.dtype)
-        self.X = None if X is None else tf.constant(X, dtype=self.dtype)
-        self.y = None if y is None else tf.constant(y, dtype=self.dtype)
+        self.device = resolve_device(device)  # "cpu" or "cuda": the run's device tag
+        self._tf_device = _TF_DEVICE[self.device]
+        self.batched = not (X is None or plan is None or plan.full)
         self.plan: BatchPlan | None = plan
-        self.batched = not (self.X is None or plan is None or plan.full)
-        self._loop = self._run_loop if eager else tf.function(self._run_loop, reduce_retracing=True)
-
-    def _step(self, Xb, yb):
-        params = dict(zip(self.names, self._p))
-        with tf.GradientTape() as tape:
-            loss = self.problem.loss(OPS, params, Xb, yb)
-        grads = tape.gradient(loss, self._p)
-        self._t.assign_add(1.0)
-        gnorm = tf.sqrt(tf.add_n([tf.reduce_sum(g * g) for g in grads]))
-        slots = [[s.read_value() for s in group] for group in self._slots]
-        new, slots = apply_update(OPS, self.spec, self._p, grads, slots, self._t)
-        for p, v in zip(self._p, new):
-            p.assign(v)
-        for group, values in zip(self._slots, slots):
-            for s, v in zip(group, values):
-                s.assign(v)
-        return tf.cast(loss, tf.float64), tf.cast(gnorm, tf.float64)
-
-    def _run_loop(self, n_steps, orders):
-        losses = tf.TensorArray(tf.float64, size=n_steps)
-        norms = tf.TensorArray(tf.float64, size=n_steps)
-        values = tf.TensorArray(tf.float64, size=n_steps)
-        for i in tf.range(n_steps):
-            if self.batched:
-                bs, n = self.plan.batch_size, self.plan.n
-                tot_l = tf.constant(0.0, tf.float64)
-                tot_g = tf.constant(0.0, tf.float64)
-                for b in tf.range(self.plan.n_batches):
-                    idx = orders[i, b * bs : tf.minimum((b + 1) * bs, n)]
-                    loss, gnorm = self._step(tf.gather(self.X, idx), tf.gather(self.y, idx))
-                    tot_l += loss
-                    tot_g += gnorm
-                k = tf.cast(self.plan.n_batches, tf.float64)
-                loss, gnorm = tot_l / k, tot_g / k
-            else:
-                loss, gnorm = self._step(self.X, self.y)
-            losses = losses.write(i, loss)
-            norms = norms.write(i, gnorm)
-            values = values.write(i, tf.cast(tf.reshape(self._p[0], [-1])[0], tf.float64))
-        return losses.stack(), norms.stack(), values.stack()
+        with tf.device(self._tf_device):
+            self._p = [tf.constant(np.asarray(params0[k]), dtype=self.dtype) for k in self.names]
+            self._slots = [[tf.zeros_like(p) for p in self._p] for _ in range(spec.n_slots)]
+            self._t = tf.constant(0.0, dtype=self.dtype)
+            empty = tf.zeros((0,), dtype=self.dtype)
+            self.X = empty if X is None else tf.constant(X, dtype=self.dtype)
+            self.y = empty if y is None else tf.constant(y, dtype=self.dtype)
+            self._hyper = tf.constant(
+                np.array(Hyper.of(spec).as_list(), dtype=self.dtype.as_numpy_dtype)
+            )
+            self._no_orders = tf.zeros((0, 0), dtype=tf.int32)
+        if eager:
+            self._loop = _ChunkLoop(problem, spec, self.names, plan, self.batched)
+        else:
+            self._loop = _compiled_loop(
+                problem,
+                spec,
+                self.names,
+                plan,
+                self.batched,
+                self.dtype,
+                self.X,
+                self.y,
+                self._p,
+                self._slots,
+                self.device,
+            )
 
     def run(self, n_steps: int) -> StepRecord:
-        if self.batched:
-            orders = tf.constant(self.plan.orders(n_steps), dtype=tf.int32)
-        else:
-            orders = tf.zeros((0, 0), dtype=tf.int32)
-        losses, norms, values = self._loop(tf.constant(n_steps), orders)
+        with tf.device(self._tf_device):
+            if self.batched and self.plan.shuffle:
+                orders = tf.constant(self.plan.orders(n_steps), dtype=tf.int32)
+            else:
+                orders = self._no_orders
+            losses, norms, values, self._p, self._slots, self._t = self._loop(
+                tf.constant(n_steps, dtype=tf.int32),
+                orders,
+                self.X,
+                self.y,
+                self._p,
+                self._slots,
+                self._t,
+                self._hyper,
+            )
         return StepRecord(
             losses.numpy(),
             norms.numpy(),
@@ -129,5 +268,7 @@ class TensorFlowTrainer:
         return {k: p.numpy().astype(np.float64) for k, p in zip(self.names, self._p)}
 
 
-def make_trainer(problem, params0, X, y, spec, dtype="float32", eager=False, plan=None):
-    return TensorFlowTrainer(problem, params0, X, y, spec, dtype, plan, eager)
+def make_trainer(
+    problem, params0, X, y, spec, dtype="float32", eager=False, plan=None, device="auto"
+):
+    return TensorFlowTrainer(problem, params0, X, y, spec, dtype, plan, eager, device)

@@ -7,7 +7,7 @@ import torch
 
 from gradtrack.backends.base import BatchPlan, StepRecord
 from gradtrack.models.base import Params
-from gradtrack.optimizers import OptimizerSpec, apply_update
+from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
 # The models are tiny: more than one intra-op thread only adds dispatch overhead.
 torch.set_num_threads(1)
@@ -54,68 +54,104 @@ def loss_and_grad(problem, params: Params, X, y, dtype: str = "float64"):
     return float(loss.detach()), {k: t.grad.numpy().astype(np.float64) for k, t in tp.items()}
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when PyTorch sees a GPU, else ``cpu``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"backend.device={device!r}: valid: auto, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("backend.device=cuda: PyTorch sees no GPU; use auto or cpu")
+    return "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def _data(a, dtype, device):
+    # as_tensor shares the numpy buffer on the CPU: a 1e6×100 set is not copied.
+    return torch.as_tensor(np.ascontiguousarray(a, dtype=dtype), device=device)
+
+
+def _sq_norm(g):
+    # One op per parameter: a dot for a vector, a product for a scalar.
+    d = g.dim()
+    return torch.dot(g, g) if d == 1 else (g * g if d == 0 else torch.sum(g * g))
+
+
 class TorchTrainer:
-    def __init__(self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype: str, plan):
+    """Eager autograd with the loop a practitioner would write: one backward per step,
+    parameters and optimizer state updated in place under ``no_grad``."""
+
+    def __init__(
+        self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype: str, plan, device="auto"
+    ):
         self.problem = problem
         self.spec = spec
+        self.device = resolve_device(device)
+        tdt = _DTYPES[dtype]
         self.names = list(params0)
-        self._p = [_tensor(params0[k], dtype, grad=True) for k in self.names]
-        self._slots = [
-            [torch.zeros_like(p, requires_grad=False) for p in self._p] for _ in range(spec.n_slots)
+        self._p = [
+            torch.tensor(np.asarray(params0[k]), dtype=tdt, device=self.device, requires_grad=True)
+            for k in self.names
         ]
-        self.X = None if X is None else _tensor(X, dtype)
-        self.y = None if y is None else _tensor(y, dtype)
+        self._params = dict(zip(self.names, self._p))  # same tensors all run long
+        self._slots = [[torch.zeros_like(p) for p in self._p] for _ in range(spec.n_slots)]
+        self._update = make_inplace_update(OPS, spec, self._p, self._slots)
+        self.X = None if X is None else _data(X, dtype, self.device)
+        self.y = None if y is None else _data(y, dtype, self.device)
         self.plan: BatchPlan | None = plan
+        self.full = self.X is None or plan is None or plan.full
+        self._fixed = None
+        if not self.full and not plan.shuffle:  # the same views every epoch
+            bs = plan.batch_size
+            self._fixed = [(self.X[s : s + bs], self.y[s : s + bs]) for s in range(0, plan.n, bs)]
         self.t = 0
 
-    def _batches(self):
-        plan = self.plan
-        if self.X is None or plan is None or plan.full:
-            yield self.X, self.y
-            return
-        order, bs = plan.next_order(), plan.batch_size
-        if order is not None:
-            order = torch.from_numpy(order)
-        for start in range(0, plan.n, bs):
-            if order is None:
-                yield self.X[start : start + bs], self.y[start : start + bs]
-            else:
-                idx = order[start : start + bs]
-                yield self.X[idx], self.y[idx]
+    def _epoch_batches(self):
+        if self._fixed is not None:
+            return self._fixed
+        order = torch.from_numpy(self.plan.next_order()).to(self.device)
+        bs = self.plan.batch_size
+        rows = (order[s : s + bs] for s in range(0, self.plan.n, bs))
+        return [(self.X[idx], self.y[idx]) for idx in rows]
 
     def _step(self, Xb, yb):
-        params = dict(zip(self.names, self._p))
-        loss = self.problem.loss(OPS, params, Xb, yb)
+        loss = self.problem.loss(OPS, self._params, Xb, yb)
         loss.backward()
-        grads = [p.grad for p in self._p]
         self.t += 1
         with torch.no_grad():
-            gnorm = torch.sqrt(sum(torch.sum(g * g) for g in grads))
-            new, self._slots = apply_update(OPS, self.spec, self._p, grads, self._slots, self.t)
-            for p, v in zip(self._p, new):
-                p.copy_(v)
+            grads = [p.grad for p in self._p]
+            sq = _sq_norm(grads[0])
+            for g in grads[1:]:
+                sq = sq + _sq_norm(g)
+            self._update(grads, self.t)
+            for p in self._p:
                 p.grad = None  # the notebook's lesson: gradients accumulate unless reset
-        return loss.detach(), gnorm
+        return loss.detach(), torch.sqrt(sq)
 
     def run(self, n_steps: int) -> StepRecord:
         losses, norms, values = [], [], []
+        step, scalar = self._step, not self.problem.uses_data
         for _ in range(n_steps):
-            ls, gs = [], []
-            for Xb, yb in self._batches():
-                loss, gnorm = self._step(Xb, yb)
-                ls.append(loss)
-                gs.append(gnorm)
-            # Keep results on the tensor side; one host copy per chunk, not per step.
-            losses.append(ls[0] if len(ls) == 1 else torch.stack(ls).to(torch.float64).mean())
-            norms.append(gs[0] if len(gs) == 1 else torch.stack(gs).to(torch.float64).mean())
-            if not self.problem.uses_data:
+            if self.full:
+                loss, gnorm = step(self.X, self.y)
+            else:
+                ls, gs = [], []
+                for Xb, yb in self._epoch_batches():
+                    loss, gnorm = step(Xb, yb)
+                    ls.append(loss)
+                    gs.append(gnorm)
+                loss = torch.stack(ls).to(torch.float64).mean()
+                gnorm = torch.stack(gs).to(torch.float64).mean()
+            # Results stay on the tensor side: one host copy per chunk, not per step.
+            losses.append(loss)
+            norms.append(gnorm)
+            if scalar:
                 values.append(self._p[0].detach().clone())
-        as_np = lambda ts: torch.stack(ts).to(torch.float64).numpy()  # noqa: E731
+        as_np = lambda ts: torch.stack(ts).to(torch.float64).cpu().numpy()  # noqa: E731
         return StepRecord(as_np(losses), as_np(norms), as_np(values) if values else None)
 
     def params(self) -> Params:
-        return {k: p.detach().numpy().astype(np.float64) for k, p in zip(self.names, self._p)}
+        return {k: p.detach().cpu().numpy().astype(np.float64) for k, p in self._params.items()}
 
 
-def make_trainer(problem, params0, X, y, spec, dtype="float32", eager=False, plan=None):
-    return TorchTrainer(problem, params0, X, y, spec, dtype, plan)
+def make_trainer(
+    problem, params0, X, y, spec, dtype="float32", eager=False, plan=None, device="auto"
+):
+    return TorchTrainer(problem, params0, X, y, spec, dtype, plan, device)

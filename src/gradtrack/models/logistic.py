@@ -11,6 +11,8 @@ import numpy as np
 
 from gradtrack.models.base import InitSpec, Params, draw_linear_params
 
+_sum = np.add.reduce
+
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """σ(z) without overflow: exp(−softplus(−z))."""
@@ -47,10 +49,12 @@ class Logistic:
             dp_dz = p * (1 - p)
             dL_dz = dL_dp * dp_dz
         else:
-            loss = np.mean(np.logaddexp(0.0, z) - y * z)
-            dL_dz = (sigmoid(z) - y) / n  # softplus' = σ
-        # dz/dw = X, dz/db = 1
-        return loss, {"w": X.T @ dL_dz, "b": np.sum(dL_dz)}
+            sp = np.logaddexp(0.0, z)  # softplus(z)
+            loss = _sum(sp - y * z) / n
+            # softplus' = σ(z) = exp(z − softplus(z)): reuses sp, never overflows
+            dL_dz = (np.exp(z - sp) - y) / n
+        # dz/dw = X, dz/db = 1 (np.add.reduce: np.sum without its Python wrapper)
+        return loss, {"w": X.T @ dL_dz, "b": _sum(dL_dz)}
 
     @staticmethod
     def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
