@@ -21,6 +21,7 @@ DATA_MODELS = ("tanh_net", "linear", "logistic")
 BACKENDS = ("numpy", "torch", "tensorflow")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("none", "regression", "classification")
 
 
@@ -68,6 +69,8 @@ class BackendConfig:
     dtype: str = "float32"
     # TensorFlow only: run eagerly instead of compiling the loop with tf.function.
     eager: bool = False
+    # torch / tensorflow: auto (the GPU when one is visible, else the CPU) | cpu | cuda.
+    device: str = "auto"
 
 
 @dataclass
@@ -182,6 +185,20 @@ def _one_of(errors: list[str], key: str, value: Any, allowed: tuple[str, ...]) -
     )
 
 
+def gpu_visible(backend: str) -> bool:
+    """Whether ``backend`` (torch or tensorflow) sees a GPU; imports that framework."""
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def validate(cfg: Config) -> None:
     """Check ranges and combinations Hydra's types cannot express.
 
@@ -193,6 +210,17 @@ def validate(cfg: Config) -> None:
     _one_of(errors, "model.name", m.name, MODELS)
     _one_of(errors, "backend.name", b.name, BACKENDS)
     _one_of(errors, "backend.dtype", b.dtype, DTYPES)
+    _one_of(errors, "backend.device", b.device, DEVICES)
+    if b.device == "cuda" and b.name == "numpy":
+        errors.append(
+            "backend.device=cuda: backend=numpy runs on the CPU only; use backend=torch or "
+            "backend=tensorflow for a GPU, or backend.device=auto"
+        )
+    elif b.device == "cuda" and b.name in ("torch", "tensorflow") and not gpu_visible(b.name):
+        errors.append(
+            f"backend.device=cuda: {b.name} sees no GPU on this machine; use "
+            "backend.device=auto (the GPU when there is one) or backend.device=cpu"
+        )
     _one_of(errors, "optimizer.name", o.name, OPTIMIZERS)
     _one_of(errors, "dataset.task", d.task, TASKS)
     _one_of(errors, "model.init", m.init, ("normal", "zeros", "constant"))

@@ -215,7 +215,9 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
         cfg.backend.dtype,
         cfg.backend.eager,
         plan,
+        device=cfg.backend.device,
     )
+    trk.set_tags({"device": getattr(trainer, "device", "cpu")})  # what device=auto chose
     keep = StepSelector(cfg.steps, cfg.tracking.max_points, cfg.log_every)
     losses, norms, values = [], [], []
     done = 0
