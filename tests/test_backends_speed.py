@@ -1,0 +1,258 @@
+"""What makes the trainers fast must not change what they compute.
+
+* the in-place optimizer rules equal :func:`apply_update` bit for bit;
+* TensorFlow traces its chunk loop once per graph (problem, optimizer kind, dtype,
+  shapes), not once per chunk length or per sweep job, and a cache hit computes
+  exactly what a fresh trace (or a fresh process) computes;
+* ``backend.device`` is validated before anything runs and recorded as a tag.
+
+No timings here: those are in benchmarks/plain_loops.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import compose, run_cli
+from gradtrack.optimizers import OptimizerSpec, apply_update, make_inplace_update
+
+SPECS = [
+    OptimizerSpec("sgd", lr=0.1),
+    OptimizerSpec("momentum", lr=0.05, momentum=0.7),
+    OptimizerSpec("adam", lr=0.01),
+    OptimizerSpec("adam", lr=0.01, clip_norm=0.5),
+]
+
+
+def _start(rng, dtype):
+    return [rng.standard_normal(5).astype(dtype), np.asarray(rng.standard_normal(), dtype=dtype)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-clip{s.clip_norm}")
+def test_numpy_inplace_update_equals_apply_update_bit_for_bit(spec, dtype):
+    from gradtrack.backends.numpy_backend import OPS
+
+    rng = np.random.default_rng(3)
+    ref = _start(rng, dtype)
+    ref_slots = [[np.zeros_like(p) for p in ref] for _ in range(spec.n_slots)]
+    mine = [p.copy() for p in ref]
+    slots = [[np.zeros_like(p) for p in mine] for _ in range(spec.n_slots)]
+    update = make_inplace_update(OPS, spec, mine, slots)
+    for t in range(1, 30):
+        grads = [g.astype(dtype) for g in (rng.standard_normal(5), rng.standard_normal(()))]
+        grads[1] = grads[1][()]  # a numpy scalar, as np.add.reduce returns for a bias
+        ref, ref_slots = apply_update(OPS, spec, ref, grads, ref_slots, t)
+        update(grads, t)
+        for a, b in zip(ref, mine):
+            assert a.dtype == b.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-clip{s.clip_norm}")
+def test_torch_inplace_update_equals_apply_update_bit_for_bit(spec):
+    import torch
+
+    from gradtrack.backends.torch_backend import OPS
+
+    rng = np.random.default_rng(4)
+    ref = [torch.from_numpy(p) for p in _start(rng, np.float32)]
+    ref_slots = [[torch.zeros_like(p) for p in ref] for _ in range(spec.n_slots)]
+    mine = [p.clone() for p in ref]
+    slots = [[torch.zeros_like(p) for p in mine] for _ in range(spec.n_slots)]
+    update = make_inplace_update(OPS, spec, mine, slots)
+    for t in range(1, 30):
+        grads = [torch.from_numpy(g.astype(np.float32)) for g in _start(rng, np.float64)]
+        ref, ref_slots = apply_update(OPS, spec, ref, grads, ref_slots, t)
+        update(grads, t)
+        for a, b in zip(ref, mine):
+            assert torch.equal(a, b)
+
+
+# --- TensorFlow: traces ---------------------------------------------------------
+
+
+def _tf_trainer(lr=0.5, name="sgd", dtype="float64", batch_size=0, n=40, seed=0):
+    from gradtrack.backends import get_backend
+    from gradtrack.backends.base import BatchPlan
+    from gradtrack.models import InitSpec, get_problem
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.3 > 0).astype(float)
+    problem = get_problem("logistic")
+    p0 = problem.init_params(3, InitSpec("zeros"), rng)
+    spec = OptimizerSpec(name, lr=lr, batch_size=batch_size, shuffle=batch_size > 0)
+    plan = BatchPlan(n, batch_size, batch_size > 0, seed)
+    return get_backend("tensorflow").make_trainer(problem, p0, X, y, spec, dtype, False, plan)
+
+
+@pytest.mark.parametrize("batch_size", [0, 8])
+def test_new_chunk_length_does_not_retrace_and_chunks_add_up(batch_size):
+    from gradtrack.backends import tensorflow_backend as tfb
+
+    tfb.clear_cache()
+    whole = _tf_trainer(batch_size=batch_size).run(15)
+    before = tfb.trace_count()
+    chunked = _tf_trainer(batch_size=batch_size)
+    recs = [chunked.run(n) for n in (3, 7, 1, 4)]
+    assert tfb.trace_count() == before  # same graph as `whole`: a cache hit, any length
+    np.testing.assert_array_equal(np.concatenate([r.losses for r in recs]), whole.losses)
+    np.testing.assert_array_equal(np.concatenate([r.grad_norms for r in recs]), whole.grad_norms)
+
+
+def test_one_trace_per_graph_not_per_run():
+    from gradtrack.backends import tensorflow_backend as tfb
+
+    tfb.clear_cache()
+    start = tfb.trace_count()
+    for lr in (0.1, 0.5, 2.0):
+        _tf_trainer(lr=lr).run(5)
+    assert tfb.trace_count() - start == 1
+    _tf_trainer(name="momentum").run(5)  # another optimizer kind: a new graph
+    _tf_trainer(dtype="float32").run(5)  # another dtype
+    _tf_trainer(n=41).run(5)  # another shape
+    assert tfb.trace_count() - start == 4
+    _tf_trainer(lr=0.3, name="momentum").run(5)
+    _tf_trainer(lr=0.3, dtype="float32", n=41).run(5)  # float32 at n=41: new
+    assert tfb.trace_count() - start == 5
+
+
+_SWEEP_LRS = (0.5, 1.0, 2.0)
+
+
+def _sweep_losses(project, lrs=_SWEEP_LRS) -> dict[str, list[float]]:
+    from gradtrack import train
+
+    out = {}
+    for lr in lrs:
+        cfg = compose(
+            "+experiment=fit_logistic",
+            f"paths.root={project}",
+            "backend=tensorflow",
+            f"optimizer.lr={lr}",
+            "steps=30",
+            "tracking.enabled=false",
+            "checks.gradcheck=false",
+            "checks.baseline=false",
+        )
+        out[str(lr)] = train.run(cfg).losses.tolist()
+    return out
+
+
+def test_sweep_jobs_in_one_process_trace_once_and_match_a_fresh_process(project):
+    """The basic launcher runs a sweep's jobs one after another in one process: one
+    trace for three learning rates, and each job's losses equal to the bit what a
+    fresh trace and a fresh process compute (lr is an input, not a baked constant)."""
+    from gradtrack.backends import tensorflow_backend as tfb
+
+    tfb.clear_cache()
+    start = tfb.trace_count()
+    swept = _sweep_losses(project)
+    assert tfb.trace_count() - start == 1
+    assert len({tuple(v) for v in swept.values()}) == 3  # the lr really differs per job
+    for lr in _SWEEP_LRS:  # fresh trace per job
+        tfb.clear_cache()
+        assert _sweep_losses(project, (lr,)) == {str(lr): swept[str(lr)]}
+    # Fresh process, the job that was a cache hit in the sweep above.
+    code = (
+        "import json, sys; sys.path.insert(0, 'tests'); import test_backends_speed as t; "
+        f"from pathlib import Path; print(json.dumps(t._sweep_losses(Path({str(project)!r}), "
+        f"({_SWEEP_LRS[1]},))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=_repo()
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    fresh = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fresh == {str(_SWEEP_LRS[1]): swept[str(_SWEEP_LRS[1])]}
+
+
+def _repo():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
+
+
+# --- device -------------------------------------------------------------------------
+
+
+def _validate(*overrides):
+    from gradtrack.config import validate
+
+    validate(compose("+experiment=fit_linear", *overrides))
+
+
+def test_device_is_validated_before_anything_runs():
+    from gradtrack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"backend.device=cuda: backend=numpy runs on the CPU"):
+        _validate("backend=numpy", "backend.device=cuda")
+    with pytest.raises(ConfigError, match=r"backend.device: 'gpu' is not one of auto, cpu, cuda"):
+        _validate("backend=torch", "backend.device=gpu")
+    _validate("backend=torch", "backend.device=cpu")
+    _validate("backend=numpy", "backend.device=auto")
+
+
+def test_cuda_without_a_gpu_is_a_config_error_with_exit_2(project):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    out = run_cli(["+experiment=fit_linear", "backend=torch", "backend.device=cuda"], project)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "backend.device=cuda: torch sees no GPU" in out.stderr
+    assert "backend.device=auto" in out.stderr  # says what to do instead
+    assert not (project / "mlruns").exists()  # no MLflow run for an input error
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
+def test_run_records_the_device_it_used(project, backend):
+    import mlflow
+
+    from gradtrack import train
+
+    cfg = compose(
+        "+experiment=fit_logistic_1d",
+        f"paths.root={project}",
+        f"backend={backend}",
+        "steps=3",
+        "tracking.log_artifacts=false",
+        "tracking.log_model=false",
+        "checks.gradcheck=false",
+    )
+    res = train.run(cfg)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    tags = client.get_run(res.run_id).data.tags
+    gpu = backend != "numpy" and _gpu(backend)
+    assert tags["device"] == ("cuda" if gpu else "cpu")
+
+
+def _gpu(backend: str) -> bool:
+    from gradtrack.config import gpu_visible
+
+    return gpu_visible(backend)
+
+
+def test_trainers_expose_their_device_and_numpy_refuses_cuda():
+    from gradtrack.backends import get_backend
+    from gradtrack.models import InitSpec, get_problem
+
+    problem = get_problem("quadratic")
+    p0 = problem.init_params(0, InitSpec(x0=1.0), np.random.default_rng(0))
+    spec = OptimizerSpec(lr=0.1)
+    np_be = get_backend("numpy")
+    assert np_be.make_trainer(problem, p0, None, None, spec).device == "cpu"
+    with pytest.raises(ValueError, match="CPU only"):
+        np_be.make_trainer(problem, p0, None, None, spec, device="cuda")
+    for name in ("torch", "tensorflow"):
+        be = get_backend(name)
+        cpu = be.make_trainer(problem, p0, None, None, spec, device="cpu")
+        assert cpu.device == "cpu"
+        auto = be.make_trainer(problem, p0, None, None, spec, device="auto")
+        assert auto.device == ("cuda" if _gpu(name) else "cpu")
