@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import measure  # noqa: E402
+import plain_loops  # noqa: E402
 import processes  # noqa: E402
 import tracking_cost  # noqa: E402
 
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-sweep", action="store_true", help="skip the slow 12-job sweeps")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite runs")
+    ap.add_argument("--skip-plain", action="store_true", help="skip gradtrack vs plain loops")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
 
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_sweep:
         section("sweep", processes.sweep)
     section("tracking_cost", tracking_cost.run_all, quick=q)
+    if not args.skip_plain:
+        section("plain_loops", plain_loops.measure_all, quick=q)
 
     m["load_avg_end"] = list(os.getloadavg())
     m["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -221,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rat = ratios(fig)
     rat.update(tracking_cost.ratios(fig.get("tracking_cost", {})))
+    rat.update(plain_loops.ratios(fig.get("plain_loops", {})))
     args.out.write_text(json.dumps({"meta": m, "figures": fig, "ratios": rat}, indent=2) + "\n")
+    print(plain_loops.table(fig.get("plain_loops", {})))
     print(table(fig, rat))
     print(f"\nwrote {args.out} in {m['total_seconds']}s")
     return 0
