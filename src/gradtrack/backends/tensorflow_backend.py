@@ -118,34 +118,34 @@ class _ChunkLoop:
             _TRACES += 1
         hp = Hyper.from_list(tf.unstack(hyper))
         f64 = tf.float64
-        losses = tf.TensorArray(f64, size=n_steps, element_shape=[])
-        norms = tf.TensorArray(f64, size=n_steps, element_shape=[])
-        values = tf.TensorArray(
-            f64, size=0 if self.problem.uses_data else n_steps, element_shape=[]
-        )
-        params, slots = list(params), [list(group) for group in slots]
+        zero = tf.constant(0.0, f64)
+        scalar = not self.problem.uses_data
         even = self.batched and not self.shuffle and self.n % self.bs == 0
         if even:  # sequential equal batches: one gather per batch, no index arithmetic
             Xs = tf.reshape(X, [self.n_batches, self.bs, *X.shape[1:]])
             ys = tf.reshape(y, [self.n_batches, self.bs, *y.shape[1:]])
-        for i in tf.range(n_steps):
+
+        def batch(i, b, tot_l, tot_g, params, slots, t):
+            if even:
+                Xb, yb = tf.gather(Xs, b), tf.gather(ys, b)
+            else:
+                lo, hi = b * self.bs, tf.minimum((b + 1) * self.bs, self.n)
+                if self.shuffle:
+                    idx = orders[i, lo:hi]
+                    Xb, yb = tf.gather(X, idx), tf.gather(y, idx)
+                else:  # sequential rows: a slice, no gather
+                    Xb, yb = X[lo:hi], y[lo:hi]
+            t = t + 1
+            loss, gnorm, params, slots = self._step(Xb, yb, params, slots, t, hp)
+            return i, b + 1, tot_l + loss, tot_g + gnorm, params, slots, t
+
+        def epoch(i, losses, norms, values, params, slots, t):
             if self.batched:
-                tot_l = tf.constant(0.0, f64)
-                tot_g = tf.constant(0.0, f64)
-                for b in tf.range(self.n_batches):
-                    if even:
-                        Xb, yb = tf.gather(Xs, b), tf.gather(ys, b)
-                    else:
-                        lo, hi = b * self.bs, tf.minimum((b + 1) * self.bs, self.n)
-                        if self.shuffle:
-                            idx = orders[i, lo:hi]
-                            Xb, yb = tf.gather(X, idx), tf.gather(y, idx)
-                        else:  # sequential rows: a slice, no gather
-                            Xb, yb = X[lo:hi], y[lo:hi]
-                    t = t + 1
-                    loss, gnorm, params, slots = self._step(Xb, yb, params, slots, t, hp)
-                    tot_l += loss
-                    tot_g += gnorm
+                _, _, tot_l, tot_g, params, slots, t = tf.while_loop(
+                    lambda i, b, *_: b < self.n_batches,
+                    batch,
+                    (i, tf.constant(0), zero, zero, params, slots, t),
+                )
                 k = tf.constant(float(self.n_batches), f64)
                 loss, gnorm = tot_l / k, tot_g / k
             else:
@@ -153,8 +153,25 @@ class _ChunkLoop:
                 loss, gnorm, params, slots = self._step(X, y, params, slots, t, hp)
             losses = losses.write(i, loss)
             norms = norms.write(i, gnorm)
-            if not self.problem.uses_data:
+            if scalar:
                 values = values.write(i, tf.cast(tf.reshape(params[0], [-1])[0], f64))
+            return i + 1, losses, norms, values, params, slots, t
+
+        # Explicit while loops, no AutoGraph: converting this Python on every first
+        # trace cost more than the trace itself.
+        ta = lambda size: tf.TensorArray(f64, size=size, element_shape=[])  # noqa: E731
+        init = (
+            tf.constant(0),
+            ta(n_steps),
+            ta(n_steps),
+            ta(n_steps if scalar else 0),
+            list(params),
+            [list(group) for group in slots],
+            t,
+        )
+        _, losses, norms, values, params, slots, t = tf.while_loop(
+            lambda i, *_: i < n_steps, epoch, init
+        )
         return losses.stack(), norms.stack(), values.stack(), params, slots, t
 
     def _step(self, Xb, yb, params, slots, t, hp):
@@ -198,7 +215,7 @@ def _compiled_loop(problem, spec, names, plan, batched, dtype, X, y, params, slo
             tf.TensorSpec([len(Hyper.__dataclass_fields__)], dtype),
         ]
         loop = _ChunkLoop(problem, spec, names, plan, batched)
-        fn = _LOOPS[key] = tf.function(loop, input_signature=signature)
+        fn = _LOOPS[key] = tf.function(loop, input_signature=signature, autograph=False)
     return fn
 
 
