@@ -215,8 +215,23 @@ def _compiled_loop(problem, spec, names, plan, batched, dtype, X, y, params, slo
             tf.TensorSpec([len(Hyper.__dataclass_fields__)], dtype),
         ]
         loop = _ChunkLoop(problem, spec, names, plan, batched)
-        fn = _LOOPS[key] = tf.function(loop, input_signature=signature, autograph=False)
+        fn = _LOOPS[key] = _Compiled(tf.function(loop, input_signature=signature, autograph=False))
     return fn
+
+
+class _Compiled:
+    """A cached loop, traced on its first call (inside the run, as a plain loop's would
+    be), then called as its concrete function: that skips tf.function's per-call
+    signature matching, which cost about a millisecond per chunk."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.concrete = None
+
+    def __call__(self, *args):
+        if self.concrete is None:
+            self.concrete = self.fn.get_concrete_function()
+        return self.concrete(*args)
 
 
 class TensorFlowTrainer:
