@@ -83,17 +83,26 @@ class NumpyTrainer:
         self.y = None if y is None else np.ascontiguousarray(y, dtype=self.dtype)
         self.plan: BatchPlan | None = plan
         self.full = self.X is None or plan is None or plan.full
+        # Per-sample SGD hands a problem that takes rows one row and one scalar target
+        # (numpy scalars, not 1-element arrays).
+        self._rows = not self.full and plan.batch_size == 1 and getattr(problem, "takes_rows", 0)
         # Unshuffled minibatches are the same views every epoch: slice them once.
         self._fixed = None
         if not self.full and not plan.shuffle:
             bs = plan.batch_size
-            self._fixed = [(self.X[s : s + bs], self.y[s : s + bs]) for s in range(0, plan.n, bs)]
+            self._fixed = (
+                list(zip(self.X, self.y))
+                if self._rows
+                else [(self.X[s : s + bs], self.y[s : s + bs]) for s in range(0, plan.n, bs)]
+            )
         self.t = 0
 
     def _epoch_batches(self):
         if self._fixed is not None:
             return self._fixed
         order, bs = self.plan.next_order(), self.plan.batch_size
+        if self._rows:
+            return [(self.X[i], self.y[i]) for i in order]
         rows = (order[s : s + bs] for s in range(0, self.plan.n, bs))
         return [(self.X[idx], self.y[idx]) for idx in rows]
 
