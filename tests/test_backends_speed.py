@@ -288,3 +288,51 @@ def test_numpy_per_sample_rows_equal_one_row_batches_bit_for_bit(shuffle, dtype)
     for k in pa:
         np.testing.assert_array_equal(pa[k], pb[k])
     assert a.losses[-1] < a.losses[0]
+
+
+# --- the benchmark's plain loops do the same work as gradtrack ----------------------
+
+
+@pytest.fixture
+def plain_loops():
+    bench = str(_repo() / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import plain_loops
+
+        yield plain_loops
+    finally:
+        sys.path.remove(bench)
+
+
+@pytest.mark.parametrize(
+    "case", ["fit_linear/adam", "fit_logistic/momentum", "tanh_net/per_sample_sgd"]
+)
+def test_plain_loops_reach_gradtrack_final_loss_on_every_backend(plain_loops, project, case):
+    # in_process asserts the final losses agree to 1e-12 relative before timing.
+    out = plain_loops.in_process(cases=(case,), repeats=1, steps=30, root=project)
+    for be in ("numpy", "torch", "tensorflow"):
+        v = out[case][be]
+        assert v["final_loss_rel_diff"] <= 1e-12 and v["ratio"] > 0
+
+
+def test_plain_loop_that_does_less_is_refused(plain_loops, project):
+    """A reference loop that skips work (here: half the steps) must not be timed."""
+    cfg = plain_loops.config("fit_linear/sgd", "numpy", 40, project)
+    model, X, y, p0, opt = plain_loops.problem_data(cfg)
+    short, _ = plain_loops.NumpyPlain(model, X, y, p0, opt).run(20)
+    _, ours = plain_loops.gradtrack_run(cfg)
+    with pytest.raises(AssertionError):
+        plain_loops._same_final_loss(
+            "fit_linear/sgd", "numpy", np.pad(short, (0, 20), "edge"), ours
+        )
+
+
+def test_big_data_section_reports_each_backend_against_its_matvecs(plain_loops):
+    out = plain_loops.big_data(n=3000, d=5, k=2, repeats=1)
+    assert set(out) == {
+        f"{b}/{d}" for b in ("numpy", "torch", "tensorflow") for d in ("float64", "float32")
+    }
+    assert out["numpy/float32"]["X_mb"] == pytest.approx(out["numpy/float64"]["X_mb"] / 2)
+    rat = plain_loops.ratios({"big_data": out})
+    assert all(r["target"] == 1.10 for r in rat.values())
