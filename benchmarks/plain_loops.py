@@ -14,7 +14,7 @@ win by doing less. TensorFlow is measured twice: the first run in a fresh proces
 both sides). The big-data section times one step on the synthetic 1e6×100 set
 against the two matvecs it needs, each backend against its own.
 
-    python benchmarks/plain_loops.py [--quick]    # prints the table as JSON
+    python benchmarks/plain_loops.py [--quick] [--out PATH]
 """
 
 from __future__ import annotations
@@ -585,7 +585,7 @@ def big_data(
 
 def measure_all(quick: bool = False, root: Path = REPO) -> dict[str, Any]:
     fig: dict[str, Any] = {
-        "in_process": in_process(repeats=1 if quick else 3, steps=20 if quick else None, root=root),
+        "in_process": in_process(repeats=1 if quick else 5, steps=20 if quick else None, root=root),
         "tf_first_run": tf_first_run(
             repeats=1 if quick else 2, steps=20 if quick else None, root=root
         ),
@@ -633,7 +633,18 @@ def table(fig: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv
-    f = measure_all(quick=quick)
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the section runs")
+    ap.add_argument("--out", type=Path, help="also write the figures and ratios here (JSON)")
+    args = ap.parse_args()
+    load_start = list(os.getloadavg())
+    f = measure_all(quick=args.quick)
+    rat = ratios(f)
     print(table(f))
-    print(json.dumps(ratios(f), indent=1))
+    for k, v in rat.items():
+        print(f"  {k:<62} {v['value']:>6.2f}  target <= {TARGET}  {'ok' if v['ok'] else 'MISSED'}")
+    if args.out:
+        meta = {"load_avg_start": load_start, "load_avg_end": list(os.getloadavg())}
+        args.out.write_text(json.dumps({"meta": meta, "figures": f, "ratios": rat}, indent=1))
