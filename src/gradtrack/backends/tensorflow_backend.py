@@ -93,8 +93,7 @@ _TF_DEVICE = {"cpu": "/CPU:0", "cuda": "/GPU:0"}
 def _problem_key(problem) -> tuple:
     # The forward pass is Python traced into the graph: its class and settings
     # (e.g. the logistic loss form and tol) decide the graph.
-    cls = type(problem)
-    return (cls.__module__, cls.__qualname__, tuple(sorted(vars(problem).items())))
+    return (type(problem), tuple(sorted(vars(problem).items())))
 
 
 class _ChunkLoop:
