@@ -19,6 +19,7 @@ against the two matvecs it needs, each backend against its own.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -386,6 +387,7 @@ def in_process(
             tp, tg = [], []
             for k in range(repeats):
                 for side in ("plain", "ours") if k % 2 == 0 else ("ours", "plain"):
+                    gc.collect()  # neither side pays for the other's garbage
                     if side == "plain":
                         t0 = time.perf_counter()
                         plain.run(cfg.steps)
