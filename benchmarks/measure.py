@@ -126,7 +126,7 @@ def scaling(
             "backend.dtype=float64",
         )
         ds = load_dataset(cfg.dataset, None, cfg.dataset.task)
-        ds.frame = ds.X_raw = None  # only X and y are needed: keep the 1e6 case small
+        ds.X_raw = None  # only X and y are needed (frame is built from X_raw): keep 1e6 small
         trainer, _ = _trainer(cfg, "numpy", False, ds)
         X, w, r = ds.X, np.zeros(d), np.ones(n)
         trainer.run(1)
