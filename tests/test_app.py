@@ -164,7 +164,7 @@ def test_run_logs_params_per_step_losses_and_final_metrics(project):
     assert run.data.params["optimizer.lr"] == "0.01"
     assert run.data.params["dataset.features"] == "[cylinders]"
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    hist = client.get_metric_history(run.info.run_id, "loss")
+    hist = client.get_metric_history(run.info.run_id, "Training/loss")
     assert [m.step for m in hist] == list(range(100))
     assert "final_loss" in run.data.metrics and "r2" in run.data.metrics
     assert run.info.run_name == "linear-auto_mpg-numpy-sgd"

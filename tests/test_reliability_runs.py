@@ -57,7 +57,7 @@ def test_reliability_diverging_lr_fails_run_with_last_finite_step(project, monke
     )
     assert err.step == 2 and err.last_finite_step == 1
     assert run.data.tags["last_finite_step"] == "1"
-    assert [p.step for p in hist["loss"]] == [0, 1]
+    assert [p.step for p in hist["Training/loss"]] == [0, 1]
     assert run.data.metrics["last_finite_step"] == 1
     assert "optimizer.lr" in str(err) and "clip_norm" in str(err)
 
@@ -100,7 +100,7 @@ def test_reliability_nan_loss_mid_run(project, monkeypatch):
 
     err, run, hist = _diverged_run(project, monkeypatch, *overrides)
     assert err.step == 1 and err.last_finite_step == 0
-    assert [p.step for p in hist["loss"]] == [0]
+    assert [p.step for p in hist["Training/loss"]] == [0]
 
 
 def test_reliability_clipping_keeps_exploding_gradient_finite(project, monkeypatch):
@@ -120,7 +120,7 @@ def test_reliability_clipping_keeps_exploding_gradient_finite(project, monkeypat
     assert run.info.status == "FINISHED"
     assert "diverged" not in run.data.tags
     hist = _assert_all_finite(project, run)
-    assert len(hist["loss"]) == 100
+    assert len(hist["Training/loss"]) == 100
 
 
 def test_reliability_exception_in_training_step_fails_run_keeps_metrics(project, monkeypatch):
@@ -162,7 +162,7 @@ def test_reliability_exception_in_training_step_fails_run_keeps_metrics(project,
     assert "injected fault" in run.data.tags["error"]
     hist = _assert_all_finite(project, run)
     # The first chunk (FIRST_CHUNK_STEPS steps, well inside the budget) was stored.
-    assert [p.step for p in sorted(hist["loss"], key=lambda p: p.step)] == list(
+    assert [p.step for p in sorted(hist["Training/loss"], key=lambda p: p.step)] == list(
         range(T.FIRST_CHUNK_STEPS)
     )
 

@@ -93,7 +93,7 @@ def test_training_against_a_tracking_server_is_readable_back(mlflow_server, proj
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "linear-auto_mpg-numpy-momentum"
     assert run.data.params["steps"] == "300"
-    hist = client.get_metric_history(run.info.run_id, "loss")
+    hist = client.get_metric_history(run.info.run_id, "Training/loss")
     assert sorted(m.step for m in hist) == list(range(300))
     png = Path(client.download_artifacts(run.info.run_id, "loss_curve.png", str(tmp_path)))
     assert png.read_bytes().startswith(PNG_MAGIC)

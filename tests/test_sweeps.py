@@ -47,7 +47,9 @@ def _check_landed(project: Path, n_jobs: int, steps: int) -> tuple:
         assert c.info.status == "FINISHED", c.data.tags.get("error")
         assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert c.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
-        steps_logged = sorted(m.step for m in client.get_metric_history(c.info.run_id, "loss"))
+        steps_logged = sorted(
+            m.step for m in client.get_metric_history(c.info.run_id, "Training/loss")
+        )
         assert steps_logged == list(range(steps)), c.data.tags["overrides"]
     assert len({c.data.tags["overrides"] for c in children}) == n_jobs
     return parent, children

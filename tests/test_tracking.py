@@ -64,21 +64,30 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
     [run] = mlflow_runs(project)
     assert run.info.run_id == res.run_id
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "linear-auto_mpg-numpy-adam"
+    assert run.info.run_name == "fit_linear · numpy · adam · lr=0.05"
 
     p, t, m = run.data.params, run.data.tags, run.data.metrics
     assert p["optimizer.lr"] == "0.05" and p["optimizer.name"] == "adam"
     assert p["steps"] == "400" and p["dataset.standardize"] == "True"
+    # Plumbing stays out of the params (config.yaml keeps it).
+    assert not [k for k in p if k.startswith(("tracking.", "paths.", "output."))], sorted(p)
     data_sha = hashlib.sha256((project / "data" / "regression.csv").read_bytes()).hexdigest()
     assert t["model"] == "linear" and t["dataset"] == "auto_mpg"
     assert t["backend"] == "numpy" and t["optimizer"] == "adam"
-    assert t["experiment"] == "fit_linear" and t["git_commit"]
+    assert t["experiment"] == "fit_linear"
+    assert t["mlflow.source.name"] == "gradtrack" and t["mlflow.user"]
+    assert "least-squares" in t["mlflow.note.content"]
+    assert (
+        "gradtrack +experiment=fit_linear optimizer=adam optimizer.lr=0.05"
+        in (t["mlflow.note.content"])
+    )
     assert t["data_sha256"] == data_sha
     for key in ("final_loss", "r2", "train_seconds", "steps_per_second", "baseline/loss_gap"):
         assert math.isfinite(m[key]), key
+    assert "mse" not in m and "loss" not in m  # final_loss is that number
     assert m["train_seconds"] > 0 and m["steps_per_second"] > 0
     assert m["final_loss"] == pytest.approx(float(res.losses[-1]))
-    assert len(_history(client, res.run_id, "loss")) == 400
+    assert len(_history(client, res.run_id, "Training/loss")) == 400
 
     # Artifacts: config, overrides, valid PNGs, coefficient table.
     names = {a.path for a in client.list_artifacts(res.run_id)}
@@ -88,14 +97,15 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
         "loss_curve.png",
         "coefficients.csv",
         "coefficients.png",
-        "model",
     } <= names
+    assert "model" not in names  # the model lives in its LoggedModel, not in run files
     local = Path(client.download_artifacts(res.run_id, "", str(project / "dl")))
     for png in ("loss_curve.png", "coefficients.png"):
         blob = (local / png).read_bytes()
         assert blob.startswith(PNG_MAGIC) and len(blob) > 1000, png
     assert "optimizer=adam" in (local / "overrides.txt").read_text()
     assert "lr: 0.05" in (local / "config.yaml").read_text()
+    assert "root:" in (local / "config.yaml").read_text()  # plumbing kept here
     assert (local / "coefficients.csv").read_text().startswith("term,learned,baseline,abs_err")
 
     # Lineage: the training data as a dataset input.
@@ -104,13 +114,24 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
     assert "regression.csv" in di.dataset.source
     assert {(tg.key, tg.value) for tg in di.tags} >= {("mlflow.data.context", "training")}
 
-    # The logged model reproduces the run's own coefficients exactly.
-    model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/model")
-    assert model.metadata.signature is not None
-    assert model.metadata.saved_input_example_info is not None
+    # The MLflow 3 LoggedModel: an output of the run, with its metrics and dataset,
+    # reproduces the run's own coefficients exactly.
+    [lm] = client.search_logged_models([run.info.experiment_id])
+    assert lm.source_run_id == res.run_id and lm.status.to_int() == 2  # READY
+    assert [o.model_id for o in client.get_run(res.run_id).outputs.model_outputs] == [lm.model_id]
+    lm_metrics = {x.key: x for x in lm.metrics}
+    assert lm_metrics["final_loss"].value == m["final_loss"]
+    assert lm_metrics["final_loss"].dataset_name == "auto_mpg"
+    assert "tracking.root" not in lm.params and lm.params["optimizer.lr"] == "0.05"
+    model = mlflow.pyfunc.load_model(f"models:/{lm.model_id}")
+    sig = model.metadata.signature
     frame = pd.read_csv(project / "data" / "regression.csv").dropna()
-    X = frame[model.metadata.signature.inputs.input_names()]
-    want = X.to_numpy(dtype=np.float64) @ res.coef_ + res.intercept_
+    assert sig.inputs.input_names() == [c for c in frame.columns if c != "mpg"]
+    assert {c.type.name for c in sig.inputs.inputs} == {"double"}
+    assert sig.outputs.input_names() == ["prediction"]
+    assert model.metadata.model_id == lm.model_id
+    X = frame[sig.inputs.input_names()].astype(np.float64)
+    want = X.to_numpy() @ res.coef_ + res.intercept_
     np.testing.assert_allclose(np.asarray(model.predict(X)), want, rtol=1e-12, atol=1e-12)
 
 
@@ -118,15 +139,18 @@ def test_logistic_model_predicts_the_sigmoid_of_the_run_coefficients(project, pr
     import mlflow.pyfunc
 
     res = _train(project, "+experiment=fit_logistic", "steps=200", "checks.baseline=false")
-    model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/model")
+    [lm] = _client(project).search_logged_models([res.experiment_id])
+    # runs:/<run>/<model name> resolves to the LoggedModel too.
+    model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/fit_logistic")
+    assert model.metadata.model_id == lm.model_id
+    assert model.metadata.signature.outputs.input_names() == ["probability"]
     frame = pd.read_csv(project / "data" / "classification.csv")
-    X = frame[model.metadata.signature.inputs.input_names()]
-    z = X.to_numpy(dtype=np.float64) @ res.coef_ + res.intercept_
+    # Typed double inputs: the CSV's integer counts are cast, as the run itself did.
+    X = frame[model.metadata.signature.inputs.input_names()].astype(np.float64)
+    z = X.to_numpy() @ res.coef_ + res.intercept_
     want = 1.0 / (1.0 + np.exp(-z))
-    assert (X.dtypes == np.int64).any()  # the CSV as read: int counts must be accepted
-    for frame_in in (X, X.astype(np.float64)):
-        got = np.asarray(model.predict(frame_in))
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    got = np.asarray(model.predict(X))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert [r.info.status for r in mlflow_runs(project)] == ["FINISHED"]
 
 
@@ -168,7 +192,7 @@ def test_2500_step_run_without_a_budget_stores_every_step_in_batches_of_at_most_
         "tracking.max_points=0",
         *FAST,
     )
-    hist = _history(_client(project), res.run_id, "loss")
+    hist = _history(_client(project), res.run_id, "Training/loss")
     assert [m.step for m in hist] == list(range(2500))
     np.testing.assert_allclose([m.value for m in hist], res.losses, rtol=1e-12)
     assert max(sizes) <= 1000
@@ -251,7 +275,7 @@ def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(proj
     [run] = mlflow_runs(project)
     assert run.info.status == "FAILED"
     assert "RuntimeError: boom" in run.data.tags["error"]
-    hist = _history(_client(project), run.info.run_id, "loss")
+    hist = _history(_client(project), run.info.run_id, "Training/loss")
     done = calls[0] + calls[1]  # the chunks that completed before the failure
     kept = [int(k) for k in kept_steps(5000, 1000) if k < done]
     assert [m.step for m in hist] == kept + ([done - 1] if kept[-1] != done - 1 else [])
@@ -270,7 +294,7 @@ def test_divergence_ends_failed_tagged_with_the_last_finite_step_and_no_inf_stor
     last = int(t["last_finite_step"])
     assert last >= 0 and int(t["diverged_at_step"]) == last + 1
     assert run.data.metrics["last_finite_step"] == last
-    hist = _history(client, run.info.run_id, "loss")
+    hist = _history(client, run.info.run_id, "Training/loss")
     assert hist[-1].step == last and len(hist) == last + 1
     values = _all_metric_values(client, run)
     assert values and all(math.isfinite(v) for v in values)
@@ -337,7 +361,7 @@ def test_signal_during_training_ends_the_run_killed_within_2s_with_the_steps_mad
     run = _client(project).get_run(run.info.run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["killed_by"] == sig.name
-    steps = [m.step for m in _history(_client(project), run.info.run_id, "loss")]
+    steps = [m.step for m in _history(_client(project), run.info.run_id, "Training/loss")]
     kept = kept_steps(100_000_000, 1000).tolist()
     # The budgeted steps made so far, plus the last completed step.
     assert len(steps) >= 2 and steps[:-1] == kept[: len(steps) - 1]
@@ -359,7 +383,7 @@ def test_sigterm_during_a_long_flush_ends_the_run_killed_within_2s(project):
         run = _wait_for_running_run(project, proc)
         client = _client(project)
         deadline = time.monotonic() + 60
-        while not client.get_metric_history(run.info.run_id, "loss"):
+        while not client.get_metric_history(run.info.run_id, "Training/loss"):
             assert time.monotonic() < deadline, "the live send never started"
             time.sleep(0.2)
         took, err = _signal_and_time_exit(proc, signal.SIGTERM)

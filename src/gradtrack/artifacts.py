@@ -20,12 +20,26 @@ def _pyplot():
     return plt
 
 
+# A loss whose largest and smallest values differ by at least this factor is drawn on
+# a log axis: on a linear one, everything after the first steps is a flat line.
+LOG_AXIS_RATIO = 30.0
+
+
+def wants_log_axis(*series) -> bool:
+    """True when every finite value is positive and they span >= LOG_AXIS_RATIO."""
+    vals = [np.asarray(v, dtype=float) for v in series]
+    vals = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.array([])
+    if vals.size == 0 or np.any(vals <= 0):
+        return False
+    return float(vals.max() / vals.min()) >= LOG_AXIS_RATIO
+
+
 def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = np.arange(len(losses))
     ax.plot(steps, losses)
-    if np.all(losses[np.isfinite(losses)] > 0) and losses.max() / max(losses.min(), 1e-300) > 100:
+    if wants_log_axis(losses):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -89,42 +103,69 @@ def coefficient_chart(
     baseline: np.ndarray | None,
     baseline_b: float | None,
     path: Path,
+    scale: np.ndarray | None = None,
 ) -> None:
+    """Horizontal bars, one per feature, learned beside scikit-learn's.
+
+    With ``scale`` (each feature's standard deviation) the bars are standardized
+    effects, coefficient × SD: the change in the output for a one-SD change of that
+    feature, comparable across features whatever their units. The intercept, on a
+    scale of its own, is written in the title instead of drawn as a bar.
+    """
     plt = _pyplot()
-    terms = list(names) + ["intercept"]
-    lv = np.append(np.asarray(learned, dtype=float), learned_b)
-    x = np.arange(len(terms))
-    fig, ax = plt.subplots(figsize=(max(6, len(terms) * 0.9), 4))
-    width = 0.4 if baseline is not None else 0.8
-    ax.bar(x - (width / 2 if baseline is not None else 0), lv, width, label="learned")
+    lv = np.asarray(learned, dtype=float)
+    factor = np.ones_like(lv) if scale is None else np.asarray(scale, dtype=float)
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(names) + 1.5)))
+    height = 0.4 if baseline is not None else 0.7
+    off = height / 2 if baseline is not None else 0.0
+    ax.barh(y - off, lv * factor, height, label="learned")
+    intercept = f"intercept: learned {learned_b:.6g}"
     if baseline is not None:
-        bv = np.append(np.asarray(baseline, dtype=float), baseline_b)
-        ax.bar(x + width / 2, bv, width, label="scikit-learn")
-    ax.set_xticks(x, terms, rotation=30, ha="right")
-    ax.set_ylabel("coefficient (original units)")
-    ax.legend()
+        bv = np.asarray(baseline, dtype=float)
+        ax.barh(y + off, bv * factor, height, label="scikit-learn")
+        intercept += f", scikit-learn {baseline_b:.6g}"
+    ax.axvline(0.0, color="gray", lw=0.8)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()  # first feature on top, as in the table
+    ax.set_xlabel(
+        "standardized effect (coefficient × feature SD)"
+        if scale is not None
+        else "coefficient (original units)"
+    )
+    ax.set_title(intercept, fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def loss_overlay(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
-    """Several runs' loss histories on one plot: label → (steps, losses)."""
+def loss_overlay(curves: dict[str, tuple], path: Path, title: str) -> None:
+    """Several runs' loss histories on one plot: label → (steps, losses).
+
+    Readable at any count: the legend sits outside the axes (in columns when long)
+    and many runs get colours from one colormap rather than a repeating cycle.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    positive, spread = True, 1.0
-    for label, (steps, losses) in curves.items():
-        ax.plot(steps, losses, label=label, lw=1.2)
-        if len(losses):
-            positive = positive and bool(np.all(losses > 0))
-            spread = max(spread, float(losses.max() / max(losses.min(), 1e-300)))
-    if curves and positive and spread > 100:
+    n = len(curves)
+    ncol = max(1, -(-n // 24))  # at most 24 legend rows
+    fig, ax = plt.subplots(figsize=(7 + 2.2 * ncol if n else 7, 4.5))
+    colors = plt.cm.viridis(np.linspace(0, 0.95, n)) if n > 10 else [None] * n
+    for (label, (steps, losses)), color in zip(curves.items(), colors):
+        ax.plot(steps, losses, label=label, lw=1.2, color=color)
+    if n and wants_log_axis(*(c[1] for c in curves.values())):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    if curves:
-        ax.legend(fontsize=7)
+    if n:
+        ax.legend(
+            fontsize=7 if n <= 24 else 6,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=ncol,
+            frameon=False,
+        )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

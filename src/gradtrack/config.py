@@ -107,6 +107,8 @@ class TrackingConfig:
     max_points: int = 1000
     # Kept points are buffered and sent once this many are waiting (and at the end).
     flush_every: int = 1000
+    # Sweeps: register the best child's model under this name, alias "champion".
+    register_best: str | None = None
 
 
 @dataclass
@@ -152,6 +154,8 @@ class Config:
     # False for the notebook's deliberately short demonstration runs (seed_*): their
     # "not converged" note is then a calm remark, not a warning.
     expect_converged: bool = True
+    # One line: what this experiment shows. Opens the MLflow run's description.
+    description: str = ""
     # Number of epochs; with full-batch optimisation one epoch is one update.
     steps: int = 100
     seed: int = 0
@@ -161,6 +165,51 @@ class Config:
     progress_min_steps: int = 500
     # Metric that picks the best child of a sweep (lower is better).
     sweep_metric: str = "final_loss"
+
+
+# Config keys that never change what a run computes: where files go, how and where it
+# is tracked, how often progress and metrics are reported, and labels. A key is
+# plumbing when it equals one of these or starts with one ending in ".". MLflow
+# params (what people compare) and the run fingerprint of resumable runs both use
+# this one definition; config.yaml in the run's artifacts keeps every key.
+PLUMBING = (
+    "paths.",
+    "tracking.",
+    "output.",
+    "hydra.",
+    "progress_min_steps",
+    "log_every",
+    "sweep_metric",
+    "experiment_name",
+    "description",
+    "expect_converged",  # only softens the convergence note
+)
+
+
+def is_plumbing(key: str) -> bool:
+    """True for a dotted config key (``tracking.root``) that does not affect results."""
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in PLUMBING)
+
+
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"lr": 0.1}}`` → ``{"optimizer.lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def result_params(plain_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config values that change a run's result, flattened to dotted keys.
+
+    ``plain_cfg`` is the resolved config as plain dicts (``OmegaConf.to_container``).
+    Everything :func:`is_plumbing` names is left out; key order is kept.
+    """
+    return {k: v for k, v in flatten_config(plain_cfg).items() if not is_plumbing(k)}
 
 
 def register_configs() -> None:

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gradtrack.tracking.naming import STEP_LOSS
+
 FINAL_METRICS = (
     "final_loss",
     "r2",
-    "mse",
     "accuracy",
     "final_x",
     "train_seconds",
@@ -92,13 +93,19 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def loss_histories(client, runs: list, key: str = "loss") -> dict[str, tuple]:
-    """label → (steps, values) of each run's metric history, in step order."""
+def loss_histories(client, runs: list, key: str = STEP_LOSS) -> dict[str, tuple]:
+    """label → (steps, values) of each run's metric history, in step order.
+
+    Runs recorded before the per-step loss moved to ``Training/loss`` have ``loss``.
+    """
     import numpy as np
 
     out = {}
     for r in runs:
-        hist = sorted(client.get_metric_history(r.info.run_id, key), key=lambda m: m.step)
+        hist = client.get_metric_history(r.info.run_id, key)
+        if not hist and key == STEP_LOSS:
+            hist = client.get_metric_history(r.info.run_id, "loss")
+        hist = sorted(hist, key=lambda m: m.step)
         if hist:
             out[_label(r)] = (
                 np.array([m.step for m in hist], dtype=np.int64),

@@ -34,12 +34,24 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradtrack.errors import ConfigError
+from gradtrack.tracking.naming import ENV_SWEPT, STEP_LOSS
 
 ENV_PARENT = "GRADTRACK_PARENT_RUN_ID"
 ENV_SWEEP = "GRADTRACK_SWEEP_ID"
 ENV_OVERRIDES = "GRADTRACK_JOB_OVERRIDES"
 # Child metrics shown in the comparison table, besides the sweep metric.
-TABLE_METRICS = ("final_loss", "r2", "accuracy", "final_x", "steps_per_second")
+TABLE_METRICS = (
+    "final_loss",
+    "r2",
+    "accuracy",
+    "final_x",
+    "baseline/pass",
+    "steps_per_second",
+)
+# Sweep-metric values this close (relative) are a tie, not a ranking.
+TIE_RTOL = 1e-9
+TIE_BREAK = "earliest job"
+CHAMPION = "champion"
 
 
 class SweepConfigError(CompactHydraException, ConfigError):
@@ -58,6 +70,7 @@ class ChildRow:
     status: str  # FINISHED, FAILED, KILLED, RUNNING, or NO_RUN
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    model_id: str | None = None  # the child's LoggedModel (linear/logistic runs)
 
 
 def expand_sweep(config: DictConfig) -> list[list[str]]:
@@ -140,6 +153,8 @@ class MlflowSweepCallback(Callback):
         self.experiment_id: str | None = None
         self.sweep_metric = "final_loss"
         self.jobs: list[str] = []
+        self.swept: list[str] | None = None  # override keys that differ between jobs
+        self.register_best: str | None = None
         self._finished = False
         # Set by a sweeper that picks its own jobs (the Optuna sweeper): failed jobs are
         # part of its search, and its direction decides which child is best.
@@ -157,6 +172,7 @@ class MlflowSweepCallback(Callback):
             print(f"gradtrack: error: {exc}", file=sys.stderr)
             sys.exit(2)
         self.jobs = [" ".join(j) for j in jobs]
+        self.swept = swept_keys(jobs) if jobs else None
         first = typed[0] if typed else OmegaConf.to_object(_without_hydra(config))
         if not first.tracking.enabled:
             return
@@ -170,6 +186,8 @@ class MlflowSweepCallback(Callback):
         os.environ[ENV_PARENT] = self.parent_run_id
         os.environ[ENV_SWEEP] = self.sweep_id or ""
         os.environ[ENV_OVERRIDES] = " ".join(config.hydra.overrides.task)
+        if self.swept is not None:
+            os.environ[ENV_SWEPT] = ",".join(self.swept)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.finish()
@@ -178,6 +196,7 @@ class MlflowSweepCallback(Callback):
     def _open_parent(self, cfg: Any, config: DictConfig) -> None:
         from mlflow.tracking import MlflowClient
 
+        from gradtrack.tracking import naming
         from gradtrack.tracking.store import ensure_experiment, resolve_tracking
         from gradtrack.train import project_root, resolve_path
 
@@ -189,17 +208,26 @@ class MlflowSweepCallback(Callback):
         self.tracking_uri = target.uri
         self.sweep_id = uuid.uuid4().hex[:12]
         self.sweep_metric = cfg.sweep_metric
-        sweep_args = " ".join(OmegaConf.to_container(config.hydra.overrides.task))
-        name = f"sweep-{self.sweep_id}"
+        self.register_best = cfg.tracking.register_best or None
+        task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
+        sweep_args = " ".join(task)
+        n_jobs = len(self.jobs) or _planned_jobs(config)  # a search sweeper: its trials
+        name = naming.sweep_name(cfg, self.swept, n_jobs)
+        note = (
+            f"Hydra sweep of {n_jobs} jobs"
+            + (f" over {', '.join(self.swept)}" if self.swept else "")
+            + f"; each job is a child run.\n\nReproduce:\n\n    {naming.command(['-m', *task])}\n"
+        )
         run = client.create_run(
             self.experiment_id,
             run_name=name,
             tags={
+                **naming.context_tags(cfg, project_root(cfg), task, note),
                 "mlflow.runName": name,
                 "sweep_id": self.sweep_id,
                 "sweep_role": "parent",
                 "sweep_overrides": sweep_args[:5000],
-                "sweep_jobs": str(len(self.jobs) or _planned_jobs(config)),
+                "sweep_jobs": str(n_jobs),
                 "sweep_metric": self.sweep_metric,
                 "launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
             },
@@ -213,10 +241,7 @@ class MlflowSweepCallback(Callback):
         # A failed job makes Hydra raise out of the sweep (on_multirun_end never
         # runs); the parent must still get its summary and must not stay RUNNING.
         atexit.register(self.finish)
-        print(
-            f"gradtrack sweep {self.sweep_id}: {len(self.jobs) or _planned_jobs(config)} jobs, "
-            f"parent run {run.info.run_id}"
-        )
+        print(f"gradtrack sweep {self.sweep_id}: {n_jobs} jobs, parent run {run.info.run_id}")
 
     def finish(self) -> None:
         """Summarise the children onto the parent run and end it (idempotent)."""
@@ -230,10 +255,19 @@ class MlflowSweepCallback(Callback):
         try:
             rows = collect_children(client, self.experiment_id, self.parent_run_id, self.jobs)
             status = write_summary(
-                client, self.parent_run_id, rows, self.sweep_metric, maximize=self.maximize
+                client,
+                self.parent_run_id,
+                rows,
+                self.sweep_metric,
+                self.swept,
+                maximize=self.maximize,
             )
             if status == "FAILED" and self.failed_jobs_ok:
                 status = "FINISHED"
+            if self.register_best and not register_champion(
+                client, self.register_best, rows, self.sweep_metric, self.maximize
+            ):
+                status = "FAILED"
         finally:
             client.set_terminated(self.parent_run_id, status=status)
             global _ACTIVE
@@ -278,6 +312,17 @@ def sweeper_validation_jobs(config: DictConfig) -> list[list[str]]:
 
 def _planned_jobs(config: DictConfig) -> int:
     return int(OmegaConf.select(config, "hydra.sweeper.n_trials", default=0) or 0)
+
+
+def swept_keys(jobs: list[list[str]]) -> list[str]:
+    """Override keys whose value is not the same in every job (in first-seen order)."""
+    from gradtrack.tracking.naming import override_key
+
+    def value(job: list[str], key: str) -> str | None:
+        return next((o for o in job if override_key(o) == key), None)
+
+    keys = dict.fromkeys(override_key(o) for job in jobs for o in job)
+    return [k for k in keys if len({value(job, k) for job in jobs}) > 1]
 
 
 def _follow_launch_dir(config: DictConfig) -> None:
@@ -334,15 +379,107 @@ def _row(run: Any) -> ChildRow:
         status=run.info.status,
         metrics=dict(run.data.metrics),
         error=run.data.tags.get("error", "")[:300],
+        model_id=_model_id(run),
     )
 
 
+def _model_id(run: Any) -> str | None:
+    outputs = getattr(run, "outputs", None)
+    models = getattr(outputs, "model_outputs", None) or []
+    return models[-1].model_id if models else None
+
+
+@dataclass
+class Ranking:
+    """The sweep's best child and the children tied with it (same class, equal value)."""
+
+    best: ChildRow | None
+    tied: list[ChildRow]  # besides ``best``, in launch order
+    ranked: list[ChildRow]  # every child with a finite metric, best first
+
+
+def _baseline_failed(r: ChildRow) -> bool:
+    # Only a child that ran the baseline check can fail it.
+    return r.metrics.get("baseline/pass", 1.0) != 1.0
+
+
+def rank(rows: list[ChildRow], metric: str, maximize: bool = False) -> Ranking:
+    """Rank children: FINISHED first, then baseline passed (where checked), then
+    ``metric`` (lower is better; ``maximize``: higher). Values within relative
+    ``TIE_RTOL`` of the best, in the same class, tie with it; the tie is broken by
+    launch order (earliest job)."""
+    cands = [(i, r) for i, r in enumerate(rows) if math.isfinite(r.metrics.get(metric, math.nan))]
+    order = sorted(
+        cands,
+        key=lambda ir: (
+            ir[1].status != "FINISHED",
+            _baseline_failed(ir[1]),
+            -ir[1].metrics[metric] if maximize else ir[1].metrics[metric],
+            ir[0],
+        ),
+    )
+    ranked = [r for _, r in order]
+    if not ranked or ranked[0].status != "FINISHED":
+        return Ranking(None, [], ranked)
+    top = ranked[0]
+
+    def ties_with_top(r: ChildRow) -> bool:
+        return (
+            r.status == "FINISHED"
+            and _baseline_failed(r) == _baseline_failed(top)
+            and math.isclose(r.metrics[metric], top.metrics[metric], rel_tol=TIE_RTOL, abs_tol=0)
+        )
+
+    # cands is in launch order: among equals, the earliest job wins (TIE_BREAK).
+    best, *tied = [r for _, r in cands if ties_with_top(r)]
+    ranked = [best] + [r for r in ranked if r is not best]
+    return Ranking(best, tied, ranked)
+
+
 def best_row(rows: list[ChildRow], metric: str, maximize: bool = False) -> ChildRow | None:
-    """The finished child with the lowest (``maximize``: highest) finite ``metric``."""
-    ok = [
-        r for r in rows if r.status == "FINISHED" and math.isfinite(r.metrics.get(metric, math.nan))
-    ]
-    return (max if maximize else min)(ok, key=lambda r: r.metrics[metric]) if ok else None
+    """The best finished child by :func:`rank`, or None."""
+    return rank(rows, metric, maximize).best
+
+
+def register_champion(
+    client: Any, name: str, rows: list[ChildRow], metric: str, maximize: bool = False
+) -> bool:
+    """Register the best child's LoggedModel as a new version of ``name``, alias champion.
+
+    Returns False (with a message on stderr) when nothing could be registered.
+    """
+    best = rank(rows, metric, maximize).best
+    if best is None or best.model_id is None:
+        why = "no child finished" if best is None else "the best child logged no model"
+        print(
+            f"gradtrack: error: tracking.register_best={name}: {why}; nothing registered "
+            "(only linear/logistic runs with tracking.log_model=true log a model).",
+            file=sys.stderr,
+        )
+        return False
+    try:
+        try:
+            client.get_registered_model(name)
+        except Exception:
+            client.create_registered_model(name)
+        # The model's own storage location: a models:/ source would be resolved
+        # against MLflow's global tracking URI, not this client's store.
+        source = client.get_logged_model(best.model_id).artifact_location
+        mv = client.create_model_version(
+            name, source=source, run_id=best.run_id, model_id=best.model_id
+        )
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+        client.set_tag(best.run_id, "registered_as", f"{name}@{CHAMPION} (v{mv.version})")
+    except Exception as exc:
+        print(
+            f"gradtrack: error: tracking.register_best={name}: registration failed ({exc}).",
+            file=sys.stderr,
+        )
+        return False
+    print(
+        f"gradtrack sweep: registered {best.overrides} as models:/{name}@{CHAMPION} (v{mv.version})"
+    )
+    return True
 
 
 def table(rows: list[ChildRow], metric: str) -> tuple[list[str], list[list[str]]]:
@@ -364,8 +501,29 @@ def table(rows: list[ChildRow], metric: str) -> tuple[list[str], list[list[str]]
     return header, body
 
 
+def best_sentence(ranking: Ranking, metric: str) -> str:
+    """How the best child was chosen, ties and tie-break included (one line)."""
+    best = ranking.best
+    if best is None:
+        return f"no finished job has a finite {metric}"
+    text = f"best {metric}={best.metrics[metric]:.10g} ({best.overrides}, run {best.run_id})"
+    if _baseline_failed(best):
+        text += " [no job passed the baseline check]"
+    if ranking.tied:
+        text += (
+            f"; tied within relative {TIE_RTOL:g} with {len(ranking.tied)} other job(s) "
+            f"({'; '.join(r.overrides for r in ranking.tied)}): chosen as the {TIE_BREAK}"
+        )
+    return text
+
+
 def write_summary(
-    client: Any, parent_run_id: str, rows: list[ChildRow], metric: str, maximize: bool = False
+    client: Any,
+    parent_run_id: str,
+    rows: list[ChildRow],
+    metric: str,
+    swept: list[str] | None = None,
+    maximize: bool = False,
 ) -> str:
     """Log table (Markdown + CSV), overlaid loss curves, best child and failures.
 
@@ -374,7 +532,8 @@ def write_summary(
     from mlflow.entities import Metric, RunTag
 
     failed = [r for r in rows if r.status != "FINISHED"]
-    best = best_row(rows, metric, maximize)
+    ranking = rank(rows, metric, maximize)
+    best = ranking.best
     header, body = table(rows, metric)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -382,9 +541,9 @@ def write_summary(
         csv.writer(buf).writerows([header, *body])
         (d / "sweep_summary.csv").write_text(buf.getvalue())
         (d / "sweep_summary.md").write_text(
-            _markdown(header, body, rows, failed, best, metric, maximize)
+            _markdown(header, body, rows, failed, ranking, metric, maximize)
         )
-        _loss_curves(client, rows, d / "loss_curves.png")
+        _loss_curves(client, rows, d / "loss_curves.png", swept)
         client.log_artifacts(parent_run_id, str(d))
     tags = [
         RunTag("failed_jobs", str(len(failed))),
@@ -393,9 +552,18 @@ def write_summary(
     if failed:
         listing = "; ".join(f"{r.overrides} [{r.status}]" for r in failed)
         tags.append(RunTag("failed_overrides", listing[:5000]))
+    checked = [r for r in rows if "baseline/pass" in r.metrics]
+    if checked:
+        passed = sum(r.metrics["baseline/pass"] == 1.0 for r in checked)
+        tags.append(RunTag("baseline_passed_jobs", f"{passed} of {len(checked)}"))
     metrics = []
     if best is not None:
-        tags += [RunTag("best_run_id", best.run_id), RunTag("best_overrides", best.overrides)]
+        tags += [
+            RunTag("best_run_id", best.run_id),
+            RunTag("best_overrides", best.overrides),
+            RunTag("best_tied_jobs", str(len(ranking.tied))),
+            RunTag("best_choice", best_sentence(ranking, metric)[:5000]),
+        ]
         metrics.append(Metric(f"best/{metric}", best.metrics[metric], 0, 0))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags, synchronous=True)
     done = len(rows) - len(failed)
@@ -403,24 +571,33 @@ def write_summary(
     if failed:
         line += f", {len(failed)} failed: " + "; ".join(r.overrides for r in failed)
     if best is not None:
-        line += f"; best {metric}={best.metrics[metric]:.6g} ({best.overrides}, run {best.run_id})"
+        line += "; " + best_sentence(ranking, metric)
     print(line, file=sys.stderr if failed else sys.stdout)
     if any(r.status == "KILLED" for r in rows):
         return "KILLED"
     return "FAILED" if failed else "FINISHED"
 
 
-def _markdown(header, body, rows, failed, best, metric, maximize=False) -> str:
+def _markdown(header, body, rows, failed, ranking: Ranking, metric, maximize=False) -> str:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     lines = [f"# Sweep summary ({len(rows)} jobs, {len(failed)} failed)", ""]
+    best = ranking.best
     if best is not None:
         lines += [
-            f"Best by `{metric}` ({'higher' if maximize else 'lower'} is better): `{best.overrides}` = "
-            f"{best.metrics[metric]:.10g}, run `{best.run_id}`",
+            f"Best by `{metric}` ({'higher' if maximize else 'lower'} is better; FINISHED "
+            "first, then baseline passed): "
+            f"`{best.overrides}` = {best.metrics[metric]:.10g}, run `{best.run_id}`",
             "",
         ]
+        if ranking.tied:
+            lines += [
+                f"Tied within relative {TIE_RTOL:g}: "
+                + ", ".join(f"`{r.overrides}`" for r in ranking.tied)
+                + f". Tie broken by the {TIE_BREAK}.",
+                "",
+            ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
     if failed:
@@ -432,29 +609,31 @@ def _markdown(header, body, rows, failed, best, metric, maximize=False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _loss_curves(client: Any, rows: list[ChildRow], path: Path) -> None:
-    from gradtrack.artifacts import _pyplot
+def job_label(overrides: str, swept: list[str] | None) -> str:
+    """A short legend label: the job's swept values (``lr=0.1 · torch``)."""
+    from gradtrack.tracking.naming import distinguishing, override_key, short_override
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    positive = True
+    parts = overrides.split()
+    if swept is not None:
+        parts = [o for o in parts if override_key(o) in swept]
+        return " · ".join(short_override(o) for o in parts) or "(single job)"
+    return " · ".join(short_override(o) for o in distinguishing(parts)) or overrides
+
+
+def _loss_curves(client: Any, rows: list[ChildRow], path: Path, swept=None) -> None:
+    from gradtrack.artifacts import loss_overlay
+
+    curves = {}
     for r in rows:
         if r.run_id is None:
             continue
-        hist = sorted(client.get_metric_history(r.run_id, "loss"), key=lambda m: m.step)
+        hist = sorted(client.get_metric_history(r.run_id, STEP_LOSS), key=lambda m: m.step)
         if not hist:
             continue
-        ys = [m.value for m in hist]
-        positive = positive and min(ys) > 0
-        style = "-" if r.status == "FINISHED" else ":"
-        ax.plot([m.step for m in hist], ys, style, label=f"{r.overrides} [{r.status}]"[:80])
-    if positive and ax.lines:
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("sweep: loss per job")
-    if ax.lines:
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        label = job_label(r.overrides, swept)
+        if r.status != "FINISHED":
+            label += f" [{r.status}]"
+        if label in curves:  # the same job twice (e.g. a rerun): keep both curves
+            label += f" ({r.run_id[:6]})"
+        curves[label] = ([m.step for m in hist], [m.value for m in hist])
+    loss_overlay(curves, path, "sweep: loss per job")

@@ -8,14 +8,12 @@ always ends with the status that really happened.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,6 +27,7 @@ from gradtrack.models import InitSpec, get_problem
 from gradtrack.optimizers import OptimizerSpec
 from gradtrack.pipeline.lineage import dvc_tags
 from gradtrack.progress import Progress
+from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
 
 # The loop hands the backend chunks of steps sized by elapsed time, not by count: a
 # chunk of a compiled TensorFlow loop cannot be interrupted, so a Ctrl-C or SIGTERM
@@ -70,34 +69,6 @@ def resolve_path(root: Path, p: str | None) -> Path | None:
     return path if path.is_absolute() else root / path
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"lr": 0.1}} → {"optimizer.lr": 0.1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def run_name(cfg: C.Config) -> str:
-    return cfg.tracking.run_name or "-".join(
-        [cfg.model.name, cfg.dataset.name, cfg.backend.name, cfg.optimizer.name]
-    )
-
-
-def git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def optimizer_spec(o: C.OptimizerConfig) -> OptimizerSpec:
     return OptimizerSpec(
         name=o.name,
@@ -132,9 +103,10 @@ def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
     backend = get_backend(cfg.backend.name)
 
     plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    tracker = _open_tracker(cfg, root)
+    tracker = _open_tracker(cfg, root, overrides or [])
     with tracker as trk:
-        trk.log_params(flatten(plain))
+        # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
+        trk.log_params(C.result_params(plain))
         trk.set_tags(_tags(cfg, root, ds))
         if ds.frame is not None:
             trk.log_input(ds)
@@ -144,19 +116,22 @@ def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
     return result
 
 
-def _open_tracker(cfg: C.Config, root: Path):
+def _open_tracker(cfg: C.Config, root: Path, overrides: list[str]):
     from gradtrack.tracking import open_run, resolve_tracking
 
-    target = None
-    if cfg.tracking.enabled:
-        target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
+    if not cfg.tracking.enabled:
+        return open_run(False, None, "", "")
+    from gradtrack.tracking import naming
+
+    target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
     try:
         return open_run(
             cfg.tracking.enabled,
             target,
             cfg.tracking.experiment,
-            run_name(cfg),
+            naming.run_name(cfg, overrides),
             cfg.tracking.flush_every,
+            tags=naming.context_tags(cfg, root, overrides),
         )
     except OSError as exc:  # MlflowClient creates the SQLite folder itself
         from gradtrack.errors import TrackingError
@@ -174,7 +149,6 @@ def _tags(cfg: C.Config, root: Path, ds: Dataset) -> dict[str, str]:
         "backend": cfg.backend.name,
         "optimizer": cfg.optimizer.name,
         "experiment": cfg.experiment_name,
-        "git_commit": git_commit(root),
     }
     if ds.digest:
         tags["data_sha256"] = ds.digest
@@ -238,9 +212,9 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
                 rec = trainer.run(n)
             elapsed = time.perf_counter() - t_chunk
             bad = ~np.isfinite(rec.losses)
-            series = {"loss": rec.losses, "grad_norm": rec.grad_norms}
+            series = {STEP_LOSS: rec.losses, STEP_GRAD_NORM: rec.grad_norms}
             if rec.values is not None:
-                series["x"] = rec.values
+                series[STEP_X] = rec.values
             if bad.any():
                 first = int(np.argmax(bad))
                 unsent.append(_kept(keep, done, first, series))
@@ -351,7 +325,7 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
             ss_res = float(np.sum((ds.y_raw - z) ** 2))
             ss_tot = float(np.sum((ds.y_raw - ds.y_raw.mean()) ** 2))
             m["r2"] = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-            m["mse"] = ss_res / len(z)
+            mse = ss_res / len(z)  # final_loss is the same number: not logged twice
         else:
             m["accuracy"] = float(np.mean((z > 0) == (ds.y_raw > 0.5)))
         if cfg.checks.baseline:
@@ -368,9 +342,7 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
                 cfg.checks.baseline_atol,
             )
             own = (
-                m.get("mse")
-                if task == "regression"
-                else float(np.mean(np.logaddexp(0.0, z) - ds.y_raw * z))
+                mse if task == "regression" else float(np.mean(np.logaddexp(0.0, z) - ds.y_raw * z))
             )
             m.update(
                 {
@@ -384,22 +356,21 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
     elif result.values is not None:
         m["final_x"] = float(result.values[-1])
     _write_local_outputs(cfg, root, result)
-    trk.log_metrics(m, step=cfg.steps)
+    if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
+        from gradtrack.tracking import naming
+        from gradtrack.tracking.model import LinearModelSpec
+
+        # The model first, so the final metrics are logged once, to run and model alike.
+        spec = LinearModelSpec.of(ds.feature_names, result.coef_, result.intercept_, cfg.model.name)
+        trk.log_model(spec, naming.model_name(cfg), C.result_params(plain), m, cfg.steps)
+    else:
+        trk.log_metrics(m, step=cfg.steps)
     if baseline is not None:
         trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
     _converged(cfg, ds, result, trk)
     trk.flush()  # results are in the store before the (slower) artifacts go out
     if cfg.tracking.enabled and cfg.tracking.log_artifacts:
         _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
-    if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
-        from gradtrack.tracking.model import save_linear_model
-
-        example = ds.frame.head(5)[ds.feature_names]  # head first: no copy of every row
-        trk.log_model(
-            lambda path: save_linear_model(
-                path, ds.feature_names, result.coef_, result.intercept_, cfg.model.name, example
-            )
-        )
 
 
 def _converged(cfg, ds: Dataset, result: RunResult, trk) -> None:
@@ -476,6 +447,12 @@ def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) ->
                 ds.feature_names, result.coef_, result.intercept_, bw, bb, d / "coefficients.csv"
             )
             A.coefficient_chart(
-                ds.feature_names, result.coef_, result.intercept_, bw, bb, d / "coefficients.png"
+                ds.feature_names,
+                result.coef_,
+                result.intercept_,
+                bw,
+                bb,
+                d / "coefficients.png",
+                scale=ds.X_raw.std(axis=0),
             )
         trk.log_artifacts(d)

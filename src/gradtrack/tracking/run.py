@@ -53,7 +53,7 @@ class NullRun:
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
     def log_input(self, ds) -> None: ...
-    def log_model(self, writer) -> None: ...
+    def log_model(self, spec, name, params, metrics, step) -> str | None: ...
     def flush(self, deadline: float | None = None) -> int:
         return 0
 
@@ -61,9 +61,19 @@ class NullRun:
 class TrackedRun:
     """An MLflow run driven through ``MlflowClient`` with metrics sent in batches."""
 
-    def __init__(self, target: TrackingTarget, experiment: str, run_name: str, flush_every: int):
+    def __init__(
+        self,
+        target: TrackingTarget,
+        experiment: str,
+        run_name: str,
+        flush_every: int,
+        tags: dict[str, str] | None = None,
+    ):
         from mlflow.tracking import MlflowClient
 
+        self.tags = dict(tags or {})  # set when the run is created (mlflow.user, source)
+        self.model_id: str | None = None
+        self._dataset: tuple[str, str] | None = None  # (name, digest) of the logged input
         self.target = target
         self.client = MlflowClient(tracking_uri=target.uri)
         self.experiment_id = ensure_experiment(self.client, experiment, target)
@@ -83,7 +93,7 @@ class TrackedRun:
 
         self._metric_cls = Metric
         parent = os.environ.get("GRADTRACK_PARENT_RUN_ID")
-        tags = {"mlflow.runName": self.run_name}
+        tags = {**self.tags, "mlflow.runName": self.run_name}
         if parent:
             tags["mlflow.parentRunId"] = parent
             # Set per job by gradtrack.sweep: which sweep, and this job's overrides.
@@ -242,15 +252,62 @@ class TrackedRun:
         )
         tag = InputTag(key="mlflow.data.context", value="training")
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=entity, tags=[tag])])
+        self._dataset = (entity.name, entity.digest)
 
-    def log_model(self, writer) -> None:
-        """``writer(dir)`` saves an MLflow model into dir; it is logged under model/."""
+    def log_model(self, spec, name: str, params: dict[str, Any], metrics, step: int) -> str:
+        """Log ``spec`` (a LinearModelSpec) as an MLflow 3 LoggedModel output of this run.
+
+        ``metrics`` (the run's final values, at ``step``) are logged here, once, to the
+        run and to the model together, linked to the training dataset: the Models tab
+        shows them. Returns the model id; a failure marks the model FAILED and raises.
+        """
         import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model"
-            writer(path)
-            self.client.log_artifacts(self.run_id, str(path), "model")
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+
+        from gradtrack.tracking.model import write_model_dir
+
+        lm = self.client.create_logged_model(
+            self.experiment_id,
+            name=name,
+            source_run_id=self.run_id,
+            params={k: _param_str(v) for k, v in params.items()},
+            model_type=spec.kind,
+        )
+        try:
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(lm.model_id, step=step)])
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model"
+                write_model_dir(path, spec, lm.model_id, self.run_id, lm.artifact_location)
+                self.client.log_model_artifacts(lm.model_id, str(path))
+            ds_name, ds_digest = self._dataset or (None, None)
+            ts = int(time.time() * 1000)
+            items = [
+                Metric(
+                    k,
+                    float(v),
+                    ts,
+                    step,
+                    model_id=lm.model_id,
+                    dataset_name=ds_name,
+                    dataset_digest=ds_digest,
+                    run_id=self.run_id,
+                )
+                for k, v in metrics.items()
+                if math.isfinite(float(v))
+            ]
+            # One batch of their own (queued points still go with the run's last flush).
+            for i in range(0, len(items), MAX_BATCH):
+                self.client.log_batch(
+                    self.run_id, metrics=items[i : i + MAX_BATCH], synchronous=True
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.finalize_logged_model(lm.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
+        self.model_id = lm.model_id
+        return lm.model_id
 
 
 class _PointQueue:
@@ -326,8 +383,12 @@ def open_run(
     experiment: str,
     run_name: str,
     flush_every: int = 1000,
+    tags: dict[str, str] | None = None,
 ):
-    """A tracker for this run; connecting (and failing clearly) happens here, before training."""
+    """A tracker for this run; connecting (and failing clearly) happens here, before training.
+
+    ``tags`` are set when the run is created (MLflow's context tags: source, user, note).
+    """
     if not enabled:
         return NullRun()
-    return TrackedRun(target, experiment, run_name, flush_every)
+    return TrackedRun(target, experiment, run_name, flush_every, tags)

@@ -1,0 +1,211 @@
+"""What a person sees in the MLflow UI: names, sources, params, models, the registry.
+
+Real SQLite stores in temp projects; the CLI runs in a subprocess where its stderr
+matters (no MLflow warnings on a normal run).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import compose, mlflow_runs, run_cli
+
+
+def _client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+
+
+# -- plumbing: one definition -------------------------------------------------------
+
+
+def test_result_params_keep_what_changes_the_result_and_drop_plumbing():
+    from omegaconf import OmegaConf
+
+    from gradtrack.config import is_plumbing, result_params
+
+    cfg = compose("+experiment=fit_linear", "tracking.root=/tmp/x", "paths.root=/tmp/p")
+    params = result_params(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+    assert params["optimizer.lr"] == 0.3 and params["steps"] == 400 and params["seed"] == 0
+    assert params["dataset.standardize"] is True and params["checks.baseline_rtol"] == 1e-6
+    leaked = [
+        k
+        for k in params
+        if k.startswith(("tracking.", "paths.", "output.", "hydra."))
+        or k in ("progress_min_steps", "log_every", "description", "experiment_name")
+    ]
+    assert leaked == []
+    assert len(params) < 45
+    # Prefixes match whole components only; plain keys match exactly.
+    assert is_plumbing("tracking.flush_every") and is_plumbing("log_every")
+    assert not is_plumbing("log_every_other") and not is_plumbing("trackingx")
+    assert result_params({"a": {"b": 1}, "paths": {"root": "/x"}}) == {"a.b": 1}
+
+
+# -- names -----------------------------------------------------------------------
+
+
+def test_run_names_say_experiment_backend_and_the_distinguishing_overrides(monkeypatch):
+    from gradtrack.tracking.naming import ENV_SWEPT, run_name
+
+    monkeypatch.delenv(ENV_SWEPT, raising=False)
+
+    def name(*overrides):
+        return run_name(compose(*overrides), list(overrides))
+
+    assert name("+experiment=seed_backprop") == "seed_backprop · numpy"
+    assert name("+experiment=seed_backprop_scaled") == "seed_backprop_scaled · numpy"
+    assert (
+        name("+experiment=fit_linear", "backend=torch", "optimizer.lr=0.1", "tracking.root=/t")
+        == "fit_linear · torch · lr=0.1"
+    )
+    assert name("model=linear", "dataset=auto_mpg", "optimizer=adam") == (
+        "linear · auto_mpg · numpy · adam"
+    )
+    assert name("+experiment=fit_linear", "tracking.run_name=mine") == "mine"
+    # A sweep child: only the swept values.
+    monkeypatch.setenv(ENV_SWEPT, "optimizer.lr")
+    assert name("+experiment=fit_linear", "steps=9", "optimizer.lr=0.1") == (
+        "fit_linear · numpy · lr=0.1"
+    )
+
+
+def test_sweep_labels_are_the_swept_values():
+    from gradtrack.sweep import job_label, swept_keys
+
+    jobs = [
+        ["+experiment=fit_linear", f"backend={b}", f"optimizer.lr={lr}", "steps=50"]
+        for b in ("numpy", "torch")
+        for lr in (0.1, 0.2)
+    ]
+    keys = swept_keys(jobs)
+    assert keys == ["backend", "optimizer.lr"]
+    assert job_label(" ".join(jobs[3]), keys) == "torch · lr=0.2"
+
+
+def test_overlay_of_64_jobs_puts_the_legend_beside_the_plot(tmp_path):
+    from PIL import Image
+
+    from gradtrack.artifacts import loss_overlay
+
+    steps = np.arange(100)
+    curves = {f"lr={i / 100:g}": (steps, 10.0 / (1 + i + steps)) for i in range(64)}
+    loss_overlay(curves, tmp_path / "o.png", "64 jobs")
+    w, h = Image.open(tmp_path / "o.png").size
+    assert w > 1.4 * h  # the legend (3 columns) widens the figure instead of covering it
+
+
+# -- ranking -----------------------------------------------------------------------
+
+
+def _row(i, value, status="FINISHED", baseline=None):
+    from gradtrack.sweep import ChildRow
+
+    m = {"final_loss": value}
+    if baseline is not None:
+        m["baseline/pass"] = baseline
+    return ChildRow(f"job={i}", f"run{i}", status, m)
+
+
+def test_best_child_ranks_finished_then_baseline_then_metric_and_reports_ties():
+    from gradtrack.sweep import best_sentence, rank
+
+    rows = [
+        _row(0, 0.5, status="FAILED"),
+        _row(1, 0.9, baseline=0.0),  # lowest finished loss, but failed its baseline
+        _row(2, 1.0, baseline=1.0),
+        _row(3, 1.0 * (1 + 1e-12), baseline=1.0),  # a tie within 1e-9
+        _row(4, 1.1, baseline=1.0),
+    ]
+    r = rank(rows, "final_loss")
+    assert r.best.overrides == "job=2"
+    assert [t.overrides for t in r.tied] == ["job=3"]
+    text = best_sentence(r, "final_loss")
+    assert "tied within relative 1e-09" in text and "earliest job" in text
+    # The later of two equal jobs never wins by a rounding difference.
+    r = rank([_row(0, 1.0 + 1e-13), _row(1, 1.0)], "final_loss")
+    assert r.best.overrides == "job=0" and [t.overrides for t in r.tied] == ["job=1"]
+    # A clear winner has no ties.
+    assert rank([_row(0, 2.0), _row(1, 1.0)], "final_loss").tied == []
+    assert rank([_row(0, math.nan), _row(1, 1.0, status="KILLED")], "final_loss").best is None
+
+
+# -- a real run, through the CLI -------------------------------------------------------
+
+
+def test_tracked_run_has_source_description_model_and_no_mlflow_warnings(project):
+    import mlflow.pyfunc
+
+    out = run_cli(["+experiment=fit_logistic", "steps=100"], project)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lowered = out.stderr.lower()
+    assert "warning" not in lowered and "pickle" not in lowered, out.stderr
+    [run] = mlflow_runs(project)
+    t = run.data.tags
+    assert len(t["mlflow.source.git.commit"]) == 40
+    assert t["mlflow.source.type"] == "LOCAL" and t["mlflow.user"] == run.info.user_id
+    assert "Pima" in t["mlflow.note.content"]
+    assert "gradtrack +experiment=fit_logistic steps=100" in t["mlflow.note.content"]
+    assert not [k for k in run.data.params if k.startswith(("tracking.", "paths."))]
+    client = _client(project)
+    [lm] = client.search_logged_models([run.info.experiment_id])
+    assert lm.source_run_id == run.info.run_id and lm.name == "fit_logistic"
+    os.environ["MLFLOW_TRACKING_URI"] = client.tracking_uri
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{lm.model_id}")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    coef = pd.read_csv(client.download_artifacts(run.info.run_id, "coefficients.csv", str(project)))
+    w = coef.set_index("term")["learned"]
+    X = pd.read_csv(project / "data" / "classification.csv")[w.index[:-1]].astype(float)
+    want = 1.0 / (1.0 + np.exp(-(X.to_numpy() @ w.to_numpy()[:-1] + w["intercept"])))
+    np.testing.assert_allclose(model.predict(X), want, rtol=1e-12)
+
+
+@pytest.mark.slow  # four CLI jobs in one process: ~40 s on two busy cores
+def test_sweep_names_children_by_swept_values_and_registers_the_champion(project):
+    import mlflow.pyfunc
+
+    out = run_cli(
+        [
+            "-m",
+            "+experiment=fit_linear_1d",
+            "steps=100",
+            "optimizer.lr=0.1,0.05",
+            "seed=0,1",
+            "tracking.register_best=mpg",
+        ],
+        project,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "warning" not in out.stderr.lower(), out.stderr
+    runs = mlflow_runs(project)
+    [parent] = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    children = [r for r in runs if r is not parent]
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(
+        f"fit_linear_1d · numpy · lr={lr} · seed={s}" for lr in (0.1, 0.05) for s in (0, 1)
+    )
+    assert parent.info.run_name == "sweep · fit_linear_1d · lr, seed · 4 jobs"
+    assert parent.data.tags["baseline_passed_jobs"].endswith("of 4")
+    # The seeds converge to the same loss at each lr: reported as a tie, earliest job.
+    assert "tied within relative 1e-09" in parent.data.tags["best_choice"]
+    client = _client(project)
+    assert len(client.search_logged_models([parent.info.experiment_id])) == 4
+    mv = client.get_model_version_by_alias("mpg", "champion")
+    assert mv.run_id == parent.data.tags["best_run_id"]
+    os.environ["MLFLOW_TRACKING_URI"] = client.tracking_uri
+    try:
+        model = mlflow.pyfunc.load_model("models:/mpg@champion")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    X = pd.DataFrame({"cylinders": [4.0, 8.0]})
+    pred = np.asarray(model.predict(X))
+    assert pred[0] > pred[1] > 0  # fewer cylinders, more miles per gallon
