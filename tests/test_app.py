@@ -167,9 +167,12 @@ def test_run_logs_params_per_step_losses_and_final_metrics(project):
     hist = client.get_metric_history(run.info.run_id, "Training/loss")
     assert [m.step for m in hist] == list(range(100))
     assert "final_loss" in run.data.metrics and "r2" in run.data.metrics
-    assert run.info.run_name == "linear-auto_mpg-numpy-sgd"
+    assert run.info.run_name == "seed_linear · numpy"
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "loss_curve.png", "coefficients.csv", "model"} <= arts
+    assert {"config.yaml", "loss_curve.png", "coefficients.csv"} <= arts
+    # The model is an MLflow 3 LoggedModel of the run (its files live with the model).
+    [lm] = client.search_logged_models([run.info.experiment_id])
+    assert lm.source_run_id == run.info.run_id
 
 
 def test_python_dash_m_and_console_script_agree():

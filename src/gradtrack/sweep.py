@@ -217,6 +217,8 @@ class MlflowSweepCallback(Callback):
             f"Hydra sweep of {n_jobs} jobs"
             + (f" over {', '.join(self.swept)}" if self.swept else "")
             + f"; each job is a child run.\n\nReproduce:\n\n    {naming.command(['-m', *task])}\n"
+            + "\nEvery job's curves in the chart view: search\n\n"
+            + f"    tags.sweep_id = '{self.sweep_id}' and tags.sweep_role = 'child'\n"
         )
         run = client.create_run(
             self.experiment_id,
@@ -552,11 +554,13 @@ def write_summary(
     if failed:
         listing = "; ".join(f"{r.overrides} [{r.status}]" for r in failed)
         tags.append(RunTag("failed_overrides", listing[:5000]))
+    # Counts as metrics too: the parent's Overview lists metrics, not its tags.
+    metrics = [Metric("sweep/finished_jobs", float(len(rows) - len(failed)), 0, 0)]
     checked = [r for r in rows if "baseline/pass" in r.metrics]
     if checked:
         passed = sum(r.metrics["baseline/pass"] == 1.0 for r in checked)
         tags.append(RunTag("baseline_passed_jobs", f"{passed} of {len(checked)}"))
-    metrics = []
+        metrics.append(Metric("sweep/baseline_passed_jobs", float(passed), 0, 0))
     if best is not None:
         tags += [
             RunTag("best_run_id", best.run_id),

@@ -27,6 +27,7 @@ from gradtrack.models import InitSpec, get_problem
 from gradtrack.optimizers import OptimizerSpec
 from gradtrack.pipeline.lineage import dvc_tags
 from gradtrack.progress import Progress
+from gradtrack.tracking import naming
 from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
 
 # The loop hands the backend chunks of steps sized by elapsed time, not by count: a
@@ -121,8 +122,6 @@ def _open_tracker(cfg: C.Config, root: Path, overrides: list[str]):
 
     if not cfg.tracking.enabled:
         return open_run(False, None, "", "")
-    from gradtrack.tracking import naming
-
     target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
     try:
         return open_run(
@@ -357,7 +356,6 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
         m["final_x"] = float(result.values[-1])
     _write_local_outputs(cfg, root, result)
     if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
-        from gradtrack.tracking import naming
         from gradtrack.tracking.model import LinearModelSpec
 
         # The model first, so the final metrics are logged once, to run and model alike.

@@ -96,6 +96,9 @@ class TrackedRun:
         tags = {**self.tags, "mlflow.runName": self.run_name}
         if parent:
             tags["mlflow.parentRunId"] = parent
+            # The UI nests children under a collapsed parent; filtering on this tag
+            # lists them flat, so the chart view shows every job's curves at once.
+            tags["sweep_role"] = "child"
             # Set per job by gradtrack.sweep: which sweep, and this job's overrides.
             for tag, var in (
                 ("sweep_id", "GRADTRACK_SWEEP_ID"),
