@@ -217,8 +217,8 @@ class MlflowSweepCallback(Callback):
             f"Hydra sweep of {n_jobs} jobs"
             + (f" over {', '.join(self.swept)}" if self.swept else "")
             + f"; each job is a child run.\n\nReproduce:\n\n    {naming.command(['-m', *task])}\n"
-            + "\nEvery job's curves in the chart view: search\n\n"
-            + f"    tags.sweep_id = '{self.sweep_id}' and tags.sweep_role = 'child'\n"
+            + "\nIn the run list, expand this run (+) to see every job's Training/loss "
+            + "curve in the chart view.\n"
         )
         run = client.create_run(
             self.experiment_id,

@@ -96,8 +96,8 @@ class TrackedRun:
         tags = {**self.tags, "mlflow.runName": self.run_name}
         if parent:
             tags["mlflow.parentRunId"] = parent
-            # The UI nests children under a collapsed parent; filtering on this tag
-            # lists them flat, so the chart view shows every job's curves at once.
+            # Parent and children both carry sweep_id; this tells the jobs apart in a
+            # search (tags.sweep_role = 'child').
             tags["sweep_role"] = "child"
             # Set per job by gradtrack.sweep: which sweep, and this job's overrides.
             for tag, var in (
