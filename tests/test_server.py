@@ -91,7 +91,7 @@ def test_training_against_a_tracking_server_is_readable_back(mlflow_server, proj
     exp = client.get_experiment_by_name("gradtrack")
     [run] = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "linear-auto_mpg-numpy-momentum"
+    assert run.info.run_name == "fit_linear · numpy · steps=300"
     assert run.data.params["steps"] == "300"
     hist = client.get_metric_history(run.info.run_id, "Training/loss")
     assert sorted(m.step for m in hist) == list(range(300))

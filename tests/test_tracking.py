@@ -217,7 +217,7 @@ def test_long_run_stores_a_bounded_curve_and_its_full_history_as_one_artifact(pr
     grown = db.stat().st_size - before
     assert grown < 1_000_000, grown
     client = _client(project)
-    for key in ("loss", "grad_norm"):
+    for key in ("Training/loss", "Training/grad_norm"):
         hist = _history(client, res.run_id, key)
         steps = [m.step for m in hist]
         assert 400 <= len(steps) <= 500
@@ -226,7 +226,7 @@ def test_long_run_stores_a_bounded_curve_and_its_full_history_as_one_artifact(pr
         assert steps == kept_steps(100_000, 500).tolist()
         assert steps[:30] == list(range(30))  # dense where the loss falls fastest
         assert steps[-1] - steps[-2] > 100  # sparse in the long tail: not a plain stride
-        values = res.losses if key == "loss" else res.grad_norms
+        values = res.losses if key == "Training/loss" else res.grad_norms
         np.testing.assert_array_equal([m.value for m in hist], values[steps])
     path = client.download_artifacts(res.run_id, "history.npz", str(project / "dl"))
     full = np.load(path)
