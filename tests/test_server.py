@@ -97,7 +97,10 @@ def test_training_against_a_tracking_server_is_readable_back(mlflow_server, proj
     assert sorted(m.step for m in hist) == list(range(300))
     png = Path(client.download_artifacts(run.info.run_id, "loss_curve.png", str(tmp_path)))
     assert png.read_bytes().startswith(PNG_MAGIC)
-    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    # The LoggedModel's files went to the server's artifact store with it.
+    [lm] = client.search_logged_models([exp.experiment_id])
+    assert lm.source_run_id == run.info.run_id
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(lm.model_id)}
 
     rc = report_main(
         ["--tracking-uri", mlflow_server, "--experiment", "gradtrack", "--out", str(tmp_path / "r")]
