@@ -147,7 +147,7 @@ def signal_latency() -> dict[str, Any]:
                 run_id = _wait_running(target.uri, proc)
                 if name.startswith("flush"):
                     client = MlflowClient(tracking_uri=target.uri)
-                    while not client.get_metric_history(run_id, "loss"):
+                    while not client.get_metric_history(run_id, "Training/loss"):
                         time.sleep(0.2)
                 else:
                     time.sleep(6.0)
