@@ -7,7 +7,6 @@ always ends with the status that really happened.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -393,17 +392,15 @@ def _converged(cfg, ds: Dataset, result: RunResult, trk) -> None:
 
 
 def _write_local_outputs(cfg, root: Path, result: RunResult) -> None:
-    """DVC metrics JSON and per-step loss CSV; written before anything is sent to MLflow."""
+    """DVC metrics JSON and per-step loss CSV (deterministic bytes, see pipeline/outputs.py)."""
+    from gradtrack.pipeline import outputs
+
     mp = resolve_path(root, cfg.output.metrics_path)
     if mp is not None:
-        mp.parent.mkdir(parents=True, exist_ok=True)
-        payload = {k: v for k, v in result.metrics.items() if np.isfinite(v)}
-        mp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        outputs.write_metrics(mp, result.metrics)
     lp = resolve_path(root, cfg.output.losses_path)
     if lp is not None:
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        lines = ["step,loss"] + [f"{i},{v!r}" for i, v in enumerate(result.losses.tolist())]
-        lp.write_text("\n".join(lines) + "\n")
+        outputs.write_losses(lp, result.losses.tolist())
 
 
 def _save_history(result: RunResult, path: Path) -> None:

@@ -1,7 +1,7 @@
 """``python -m gradtrack.pipeline.summarise``: one table of every experiment's metrics.
 
 Reads data/metrics/<experiment>.json (written by the train stages) and writes
-data/summary.json (DVC metrics) and data/summary.md (a markdown table).
+data/summary.json and data/summary.md (a markdown table), both committed to git.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import math
 import sys
 from pathlib import Path
 
-# Columns of the markdown table, in order; every metric is in summary.json.
-COLUMNS = ("final_loss", "initial_loss", "final_x", "r2", "accuracy", "baseline/pass")
+# Columns of the markdown table, in order (the metrics pipeline/outputs.py writes);
+# every metric is in summary.json.
+COLUMNS = ("final_loss", "final_x", "r2", "accuracy", "baseline/pass", "gradcheck/pass")
 
 
 def collect(metrics_dir: Path) -> dict[str, dict[str, float]]:
