@@ -1,8 +1,15 @@
 """``python -m gradtrack.pipeline.train EXPERIMENT [OVERRIDE ...]``: one DVC train stage.
 
-Runs ``gradtrack +experiment=EXPERIMENT`` with the pipeline-wide knobs from
-params.yaml (``null`` keeps the experiment's own value) and then the given overrides,
-and tells the run which stage it is (an MLflow tag, see lineage.py).
+Runs ``gradtrack +experiment=EXPERIMENT`` with that experiment's knobs from
+params.yaml (``train.<EXPERIMENT>``: steps, seed, optimizer.lr; see pipeline/params.py)
+and then the given overrides, and tells the run which stage it is (an MLflow tag, see
+lineage.py).
+
+The MLflow run goes to the store of the repository DVC was started in. ``dvc exp run
+--queue`` runs stages in a temporary copy under ``.dvc/tmp/exps/`` that is deleted
+afterwards; DVC tells the stage the original repository in ``$DVC_ROOT``, so the run
+lands in ``<that repo>/mlruns`` where ``mlflow ui`` and ``gradtrack-report`` see it.
+The path only reaches the run's own config, never the stage's command or dvc.lock.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ import yaml
 from gradtrack.pipeline.lineage import STAGE_ENV
 
 PARAMS_FILE = "params.yaml"
+# Set by DVC for every stage: the root of the repository `dvc` was started in.
+DVC_ROOT_ENV = "DVC_ROOT"
+
+
+class ParamsError(ValueError):
+    """params.yaml lacks this experiment's knobs."""
 
 
 def param_overrides(params: dict[str, Any], prefix: str = "") -> list[str]:
@@ -40,13 +53,43 @@ def _hydra_value(value: Any) -> str:
     return str(value)
 
 
-def build_argv(experiment: str, extra: list[str], params_path: Path) -> list[str]:
-    params = {}
-    if params_path.is_file():
-        params = yaml.safe_load(params_path.read_text()) or {}
-    if not isinstance(params, dict):
-        raise SystemExit(f"{params_path}: expected a mapping of config keys, got {params!r}")
-    return [f"+experiment={experiment}", *param_overrides(params), *extra]
+def experiment_params(experiment: str, params_path: Path) -> dict[str, Any]:
+    """``train.<experiment>`` from params.yaml: this experiment's knobs, nobody else's."""
+    if not params_path.is_file():
+        raise ParamsError(f"{params_path}: not found; run the stage from the project root")
+    params = yaml.safe_load(params_path.read_text()) or {}
+    own = params.get("train", {}).get(experiment) if isinstance(params, dict) else None
+    if not isinstance(own, dict):
+        raise ParamsError(
+            f"{params_path}: no mapping train.{experiment}; add it, or regenerate the "
+            "file from conf/ with `python -m gradtrack.pipeline.params`"
+        )
+    return own
+
+
+def tracking_root_override(env: dict[str, str], cwd: Path) -> list[str]:
+    """``tracking.root=<repo>/mlruns`` when DVC runs this stage in a copy of ``<repo>``."""
+    root = env.get(DVC_ROOT_ENV)
+    if not root or Path(root).resolve() == cwd.resolve():
+        return []
+    return [f"tracking.root={Path(root).resolve() / 'mlruns'}"]
+
+
+def build_argv(
+    experiment: str,
+    extra: list[str],
+    params_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> list[str]:
+    env = dict(os.environ) if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    return [
+        f"+experiment={experiment}",
+        *param_overrides(experiment_params(experiment, params_path)),
+        *tracking_root_override(env, cwd),
+        *extra,
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0].startswith("-"):
         raise SystemExit("usage: python -m gradtrack.pipeline.train EXPERIMENT [OVERRIDE ...]")
     experiment, extra = args[0], args[1:]
-    gradtrack_args = build_argv(experiment, extra, Path(PARAMS_FILE))
+    try:
+        gradtrack_args = build_argv(experiment, extra, Path(PARAMS_FILE))
+    except ParamsError as exc:
+        print(f"train {experiment}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print("gradtrack " + " ".join(gradtrack_args), flush=True)
     os.environ[STAGE_ENV] = f"train@{experiment}"
     # exec: the stage's exit status and signals are gradtrack's own.
