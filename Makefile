@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 SEED_EXPERIMENTS := seed_backprop seed_backprop_scaled seed_quadratic_torch seed_quadratic_tf \
                     seed_fence seed_linear seed_logistic seed_logistic_tf
 
-.PHONY: install lint format data test test-slow test-all demo bench ui clean
+.PHONY: install lint format data test test-slow test-all demo bench ui clean repro repro-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,17 @@ demo: data
 	@echo
 	@echo "Every notebook experiment ran and is tracked in mlruns/mlflow.db."
 	@echo "Open the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+
+# Re-make every DVC result the code changes (dvc repro runs only what is out of date)
+# and stage it for the commit: dvc.lock, data/metrics, data/plots, data/summary.*.
+repro: install
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
+	git add -A -- dvc.lock data/metrics data/plots data/summary.json data/summary.md
+	@git diff --cached --stat -- dvc.lock data
+
+# What CI runs: dvc repro, then fail if dvc.lock or a committed result changed.
+repro-check: install
+	VENV=$(VENV) .ci/check-repro
 
 bench: data
 	$(PY) benchmarks/run.py
