@@ -239,9 +239,14 @@ def traced(module: str, args: list[str], cwd: Path, tmp_path: Path) -> set[str]:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The installed environment (a .venv inside the checkout, as `make` and CI create
+    # it) is not this checkout's code: DVC does not track it either.
+    env_roots = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
     files = set()
     for f in json.loads(out.read_text()):
         p = Path(f)
+        if any(p.is_relative_to(e) for e in env_roots):
+            continue
         if p.is_relative_to(REPO) and "__pycache__" not in p.parts and p.is_file():
             files.add(p.relative_to(REPO).as_posix())
     return files
