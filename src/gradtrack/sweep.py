@@ -194,17 +194,15 @@ class MlflowSweepCallback(Callback):
 
     # -- parent run --------------------------------------------------------------
     def _open_parent(self, cfg: Any, config: DictConfig) -> None:
-        from mlflow.tracking import MlflowClient
-
         from gradtrack.tracking import naming
-        from gradtrack.tracking.store import ensure_experiment, resolve_tracking
+        from gradtrack.tracking.owner import owner_tags
+        from gradtrack.tracking.store import open_store, resolve_tracking
         from gradtrack.train import project_root, resolve_path
 
         target = resolve_tracking(
             cfg.tracking.uri, resolve_path(project_root(cfg), cfg.tracking.root)
         )
-        client = MlflowClient(tracking_uri=target.uri)
-        self.experiment_id = ensure_experiment(client, cfg.tracking.experiment, target)
+        client, self.experiment_id = open_store(target, cfg.tracking.experiment)
         self.tracking_uri = target.uri
         self.sweep_id = uuid.uuid4().hex[:12]
         self.sweep_metric = cfg.sweep_metric
@@ -232,6 +230,7 @@ class MlflowSweepCallback(Callback):
                 "sweep_jobs": str(n_jobs),
                 "sweep_metric": self.sweep_metric,
                 "launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
+                **owner_tags(),
             },
         )
         self.parent_run_id = run.info.run_id

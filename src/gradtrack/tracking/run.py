@@ -17,7 +17,8 @@ import numpy as np
 
 from gradtrack.errors import DivergedError, TrackingError
 from gradtrack.interrupts import Terminated
-from gradtrack.tracking.store import TrackingTarget, ensure_experiment
+from gradtrack.tracking.owner import owner_tags
+from gradtrack.tracking.store import TrackingTarget, open_store
 
 # A run stopped by a signal sends what it can in this long, then ends KILLED: schedulers
 # follow SIGTERM with SIGKILL after a grace period, and a run must never outlive it
@@ -69,14 +70,11 @@ class TrackedRun:
         flush_every: int,
         tags: dict[str, str] | None = None,
     ):
-        from mlflow.tracking import MlflowClient
-
         self.tags = dict(tags or {})  # set when the run is created (mlflow.user, source)
         self.model_id: str | None = None
         self._dataset: tuple[str, str] | None = None  # (name, digest) of the logged input
         self.target = target
-        self.client = MlflowClient(tracking_uri=target.uri)
-        self.experiment_id = ensure_experiment(self.client, experiment, target)
+        self.client, self.experiment_id = open_store(target, experiment)
         self.run_name = run_name
         self.flush_every = flush_every
         self.run_id: str | None = None
@@ -93,7 +91,7 @@ class TrackedRun:
 
         self._metric_cls = Metric
         parent = os.environ.get("GRADTRACK_PARENT_RUN_ID")
-        tags = {**self.tags, "mlflow.runName": self.run_name}
+        tags = {**self.tags, "mlflow.runName": self.run_name, **owner_tags()}
         if parent:
             tags["mlflow.parentRunId"] = parent
             # Parent and children both carry sweep_id; this tells the jobs apart in a

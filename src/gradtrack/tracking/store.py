@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -9,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradtrack.errors import TrackingError
+
+log = logging.getLogger(__name__)
 
 # An unreachable server should fail in seconds, not after minutes of MLflow's retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -71,19 +75,7 @@ def ensure_experiment(client, name: str, target: TrackingTarget) -> str:
     if target.uri.startswith(("http://", "https://")):
         check_server(target.uri)
     if target.uri.startswith("sqlite:///"):
-        db = Path(target.uri[len("sqlite:///") :])
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(
-                f"tracking store {db.parent}: cannot create the directory ({exc}). "
-                "Set tracking.root to a writable folder."
-            ) from exc
-        if (db.exists() and not os.access(db, os.W_OK)) or not os.access(db.parent, os.W_OK):
-            raise TrackingError(
-                f"tracking store {db}: not writable. Fix its permissions or set "
-                "tracking.root to a writable folder."
-            )
+        _check_writable(Path(target.uri[len("sqlite:///") :]))
     try:
         exp = client.get_experiment_by_name(name)
         if exp is not None:
@@ -109,3 +101,153 @@ def _lookup(client, name: str) -> str | None:
         return exp.experiment_id if exp is not None else None
     except Exception:
         return None
+
+
+# -- opening a store -------------------------------------------------------------------
+#
+# A new SQLite store is created by the first MlflowClient that touches it: building
+# the client builds mlflow's SqlAlchemyStore, whose constructor creates the tables and
+# runs every alembic migration, unlocked. Several processes doing that at once on a
+# fresh store crash each other and can leave it half-migrated. So a new store is born
+# once, under a file lock beside it, in a temporary file renamed into place only when
+# complete and verified: the path either does not exist or holds a whole store.
+#
+# A tracking server (http/https) migrated its own database when it started; nothing
+# to lock here. A database URI used directly (postgresql://, mysql://) cannot be
+# locked across hosts: mlflow creates it on first use, so create it once first
+# (`mlflow db upgrade URI`, or start the server on it) before a parallel sweep.
+
+
+def open_store(target: TrackingTarget, experiment: str):
+    """(client, experiment_id): the store opened (created safely if new), the
+    experiment found or created, and runs left RUNNING by dead processes ended."""
+    client = open_client(target)
+    experiment_id = ensure_experiment(client, experiment, target)
+    end_stale_runs(client, [experiment_id])
+    return client, experiment_id
+
+
+def open_client(target: TrackingTarget):
+    """An MlflowClient on ``target``; a new SQLite store is created exactly once."""
+    from mlflow.tracking import MlflowClient
+
+    if target.uri.startswith("sqlite:///"):
+        db = Path(target.uri[len("sqlite:///") :])
+        _check_writable(db)
+        if not _store_exists(db):
+            _create_sqlite_store(db)
+    return MlflowClient(tracking_uri=target.uri)
+
+
+def end_stale_runs(client, experiment_ids: list[str]) -> None:
+    """End runs of this machine whose process is gone; never fails the caller.
+
+    One search (RUNNING runs owned by this host) per open: a small fixed cost.
+    """
+    from gradtrack.tracking.owner import end_dead_runs
+
+    try:
+        for dead in end_dead_runs(client, experiment_ids):
+            log.warning(
+                "run %s (%s) was left RUNNING by process %s, which is gone: ended FAILED",
+                dead.run_id,
+                dead.name,
+                dead.pid,
+            )
+    except Exception as exc:  # a scan that fails must not stop a run from starting
+        log.warning("could not check for runs left by dead processes: %s", exc)
+
+
+def _check_writable(db: Path) -> None:
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(
+            f"tracking store {db.parent}: cannot create the directory ({exc}). "
+            "Set tracking.root to a writable folder."
+        ) from exc
+    if (db.exists() and not os.access(db, os.W_OK)) or not os.access(db.parent, os.W_OK):
+        raise TrackingError(
+            f"tracking store {db}: not writable. Fix its permissions or set "
+            "tracking.root to a writable folder."
+        )
+
+
+def _store_exists(db: Path) -> bool:
+    # gradtrack only ever renames a finished store into place, so one that exists is
+    # whole (a 0-byte file is what a bare sqlite connect leaves: not a store yet).
+    try:
+        return db.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def store_lock(db: Path):
+    """Exclusive lock on ``<db>.lock``, held by one process at a time (POSIX flock)."""
+    import fcntl
+
+    with open(f"{db}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, even on kill -9
+        yield
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT/SIGTERM for the duration; each one that arrived is raised again after.
+
+    Python-level handlers, not a blocked signal mask: numpy's BLAS and other native
+    threads do not share the main thread's mask, so the kernel hands a blocked
+    SIGTERM to one of them and the process dies on the spot. A Python handler runs
+    in the main thread whichever thread received the signal. Only the main thread
+    can install handlers; elsewhere this holds nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(arrived):  # each kind once, in arrival order
+            signal.raise_signal(s)
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create, migrate and verify a new store at ``db``, once across processes."""
+    with store_lock(db):
+        if _store_exists(db):
+            return  # another process created it while we waited
+        log.info("creating the tracking store %s", db)
+        tmp = db.with_name(f"{db.name}.creating-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        # Ctrl-C / SIGTERM during the migration waits until it is done: a slow exit
+        # beats a store no client can open.
+        with signals_held():
+            try:
+                _migrate_and_verify(f"sqlite:///{tmp}")
+                os.replace(tmp, db)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+
+def _migrate_and_verify(uri: str) -> None:
+    """Every mlflow table at the newest alembic revision, checked with a query."""
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    engine = utils.create_sqlalchemy_engine(uri)
+    try:
+        utils._initialize_tables(engine)  # create_all + alembic upgrade to head
+        utils._verify_schema(engine)  # raises unless the revision is head
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT count(*) FROM experiments")).scalar_one()
+    finally:
+        engine.dispose()

@@ -1,0 +1,152 @@
+"""A new SQLite store is created once, under a lock, whole: concurrent first use is safe.
+
+Real processes against a real store: the race only shows across processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+OPEN_STORE = """
+import sys
+from pathlib import Path
+import mlflow.tracking  # imported first: "opening" means the store is opened right now
+from gradtrack.tracking.store import open_client, resolve_tracking
+print("opening", flush=True)
+client = open_client(resolve_tracking(None, Path(sys.argv[1])))
+print("experiments:", len(client.search_experiments()), flush=True)
+"""
+
+
+def _open_in_subprocess(root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", OPEN_STORE, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """True while ``pid`` is blocked on a file lock (a "->" line of /proc/locks)."""
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any("->" in line and line.split()[5].split(":")[0] == str(pid) for line in lines)
+
+
+def _head_revision(db: Path) -> str:
+    """The alembic revision of a store, read with plain sqlite3 (no mlflow involved)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def _assert_store_opens(db: Path) -> None:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+    from mlflow.tracking import MlflowClient
+
+    assert _head_revision(db) == _get_latest_schema_revision()
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+
+
+def test_a_process_waits_for_the_one_creating_the_store(tmp_path):
+    from gradtrack.tracking.store import store_lock
+
+    db = tmp_path / "mlflow.db"
+    with store_lock(db):  # this test plays the process that is creating the store
+        proc = _open_in_subprocess(tmp_path)
+        try:
+            assert proc.stdout.readline() == "opening\n", proc.stderr.read()
+            # Without the lock it would create the store now; with it, it waits.
+            deadline = time.monotonic() + 120
+            while not _waits_for_a_lock(proc.pid):
+                assert proc.poll() is None, f"it did not wait: {proc.communicate()}"
+                assert time.monotonic() < deadline, "never blocked on the store lock"
+                time.sleep(0.05)
+            assert not db.exists()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "experiments: 1" in out  # the Default experiment of a new store
+    _assert_store_opens(db)
+    assert not list(tmp_path.glob("mlflow.db.creating-*"))
+
+
+def test_sigterm_during_creation_waits_until_the_store_is_whole(tmp_path):
+    db = tmp_path / "mlflow.db"
+    proc = _open_in_subprocess(tmp_path)
+    try:
+        assert proc.stdout.readline() == "opening\n", proc.stderr.read()
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("mlflow.db.creating-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)  # mid-migration
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The signal still ended the process (default action), but only after the store
+    # was complete and in place: no half-migrated store, no temporary left behind.
+    assert proc.returncode == -signal.SIGTERM
+    _assert_store_opens(db)
+    assert not list(tmp_path.glob("mlflow.db.creating-*"))
+
+
+def test_an_existing_store_is_opened_without_the_lock(tmp_path):
+    from gradtrack.tracking.store import open_client, resolve_tracking, store_lock
+
+    target = resolve_tracking(None, tmp_path)
+    open_client(target)
+    with store_lock(tmp_path / "mlflow.db"):  # held elsewhere: an open must not wait
+        proc = _open_in_subprocess(tmp_path)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "experiments: 1" in out
+
+
+@pytest.mark.slow
+def test_eight_first_runs_at_once_on_a_fresh_store_all_finish(project):
+    from mlflow.tracking import MlflowClient
+
+    root = project / "fresh"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gradtrack",
+                "+experiment=fit_linear_1d",
+                "tracking.log_model=false",
+                f"tracking.root={root}",
+                f"seed={seed}",
+            ],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for seed in range(8)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    _assert_store_opens(root / "mlflow.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("gradtrack")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
+    assert sorted(r.data.params["seed"] for r in runs) == [str(s) for s in range(8)]
