@@ -57,8 +57,20 @@ def differing_params(runs: list) -> list[str]:
     return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
 
 
+def run_status(run, here: dict[str, str] | None = None) -> str:
+    """The run's status, except DEAD for a RUNNING run whose process on this host is gone."""
+    from gradtrack.tracking.owner import GONE, owner_state
+
+    if run.info.status == "RUNNING" and owner_state(run.data.tags, here) == GONE:
+        return "DEAD"
+    return run.info.status
+
+
 def comparison_rows(runs: list) -> tuple[list[str], list[list[str]]]:
     """Header and one row per run: run, status, differing params, metrics, errors."""
+    from gradtrack.tracking.owner import GONE_TAG, owner_tags
+
+    here = owner_tags()
     params = differing_params(runs)
     metrics = [
         m for m in FINAL_METRICS + BASELINE_METRICS if any(m in r.data.metrics for r in runs)
@@ -74,10 +86,15 @@ def comparison_rows(runs: list) -> tuple[list[str], list[list[str]]]:
             note = t["error"][:120]
         elif t.get("killed_by"):
             note = f"killed ({t['killed_by']})"
+        elif t.get(GONE_TAG):
+            note = t[GONE_TAG]
+        status = run_status(r, here)
+        if status == "DEAD":
+            note = "process gone; `gradtrack-report --fix-stale` ends it FAILED"
         rows.append(
             [
                 _label(r),
-                r.info.status,
+                status,
                 *[_fmt(r.data.params.get(p)) for p in params],
                 *[_fmt(r.data.metrics.get(m)) for m in metrics],
                 _fmt(note),
@@ -127,9 +144,13 @@ def build_report(client, runs: list, out_dir: Path, title: str = "gradtrack runs
     header, rows = comparison_rows(runs)
     curves = loss_histories(client, runs)
     loss_overlay(curves, out_dir / "loss_curves.png", title)
+    from gradtrack.tracking.owner import owner_tags
+
+    here = owner_tags()
     statuses = {}
     for r in runs:
-        statuses[r.info.status] = statuses.get(r.info.status, 0) + 1
+        status = run_status(r, here)
+        statuses[status] = statuses.get(status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     same = sorted(
         {k for r in runs for k in r.data.params} - set(differing_params(runs)) - set(IGNORED_PARAMS)
@@ -213,7 +234,22 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--sweep-id", help="the runs tagged sweep_id=<ID> (one Hydra sweep)")
     sel.add_argument("--run-ids", nargs="+", metavar="RUN_ID", help="these runs")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--fix-stale",
+        action="store_true",
+        help="first end FAILED the runs left RUNNING by a process of this machine that is gone",
+    )
     return p
+
+
+def _fix_stale(client) -> None:
+    from gradtrack.tracking.owner import end_dead_runs
+
+    ids = [e.experiment_id for e in client.search_experiments()]
+    ended = [d for i in range(0, len(ids), 100) for d in end_dead_runs(client, ids[i : i + 100])]
+    for d in ended:
+        step = d.last_step if d.last_step is not None else "none"
+        print(f"ended FAILED: run {d.run_id} (process gone, last recorded step {step})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         if uri.startswith(("http://", "https://")):
             check_server(uri)
         client = MlflowClient(tracking_uri=uri)
+        if args.fix_stale:
+            _fix_stale(client)
         runs = select_runs(client, args.experiment, args.sweep_id, args.run_ids)
         title = args.experiment or (f"sweep {args.sweep_id}" if args.sweep_id else "runs")
         path = build_report(client, runs, args.out, f"gradtrack: {title}")
