@@ -6,8 +6,6 @@ folder, against a real SQLite store (and, for Ray, a real local Ray head).
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlflow_runs, run_cli
+from team_support import stop_session
 
 QUICK = ["model=quadratic", "steps=20"]
 
@@ -233,12 +232,7 @@ def ray_head(tmp_path):
             pytest.fail("Ray head did not come up in 90 s")
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_session(proc, grace=5)  # a graceful Ray stop takes ~30 s; nothing to keep
 
 
 @pytest.mark.slow
