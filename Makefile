@@ -38,8 +38,9 @@ test: lint
 test-slow: install
 	$(PYTEST) -m "slow" -q
 
+# Everything, slow and integration tests included (PostgreSQL, mlflow server, Ray, DVC).
 test-all: lint
-	$(PYTEST) -q
+	$(PYTEST) -q --durations=25
 
 demo: data
 	@for e in $(SEED_EXPERIMENTS); do \
