@@ -185,8 +185,11 @@ def _store_exists(db: Path) -> bool:
 @contextlib.contextmanager
 def store_lock(db: Path):
     """Exclusive lock on ``<db>.lock``, held by one process at a time (POSIX flock)."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; concurrent first use is not protected there
+        yield
+        return
     with open(f"{db}.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, even on kill -9
         yield
