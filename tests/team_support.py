@@ -166,7 +166,7 @@ def mlflow_server(backend_uri: str, workdir: Path, port: int | None = None) -> I
             time.sleep(0.5)
         yield uri
     finally:
-        stop_session(proc)
+        stop_session(proc, grace=5)  # its data lives in the backend store, already written
 
 
 # -- Ray --------------------------------------------------------------------------------------
