@@ -252,7 +252,14 @@ class TrackedRun:
             profile=json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)}),
         )
         tag = InputTag(key="mlflow.data.context", value="training")
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=entity, tags=[tag])])
+        inputs = [DatasetInput(dataset=entity, tags=[tag])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except Exception:
+            # Jobs of a sweep logging the same new dataset at once race on its unique key
+            # (the store looks it up, then inserts it; seen on PostgreSQL). The one that
+            # lost finds it on a second try and only links it to this run.
+            self.client.log_inputs(self.run_id, datasets=inputs)
         self._dataset = (entity.name, entity.digest)
 
     def log_model(self, spec, name: str, params: dict[str, Any], metrics, step: int) -> str:
