@@ -199,7 +199,7 @@ def test_a_run_killed_with_sigkill_is_ended_failed_by_the_next_run(project):
         while True:  # until the run is RUNNING and has sent some steps
             assert long_run.poll() is None and time.monotonic() < deadline
             runs = mlflow_runs(project)
-            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            if runs and client.get_metric_history(runs[0].info.run_id, "Training/loss"):
                 break
             time.sleep(0.5)
         run_id = runs[0].info.run_id
@@ -212,7 +212,7 @@ def test_a_run_killed_with_sigkill_is_ended_failed_by_the_next_run(project):
     assert res.returncode == 0, res.stderr[-3000:]
     dead = client.get_run(run_id)
     assert dead.info.status == "FAILED"
-    step = max(m.step for m in client.get_metric_history(run_id, "loss"))
+    step = max(m.step for m in client.get_metric_history(run_id, "Training/loss"))
     assert dead.data.tags[owner.LAST_STEP_TAG] == str(step)
     assert f"owner process {long_run.pid} on " in dead.data.tags[owner.GONE_TAG]
     assert f"disappeared after step {step}" in dead.data.tags[owner.GONE_TAG]

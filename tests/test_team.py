@@ -63,7 +63,7 @@ def _check_full_counts(uri: str, db: str, experiment: str) -> list:
     for c in children:
         assert c.info.status == "FINISHED", c.data.tags.get("error")
         assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        for key in ("loss", "grad_norm"):
+        for key in ("Training/loss", "Training/grad_norm"):
             steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, key))
             assert steps == list(range(STEPS)), (c.data.params["seed"], key)
     # Counted again in PostgreSQL itself, behind the server's back.
@@ -73,7 +73,7 @@ def _check_full_counts(uri: str, db: str, experiment: str) -> list:
             n = conn.execute(
                 sqlalchemy.text(
                     "SELECT count(*) FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
-                    "WHERE r.experiment_id = :e AND m.key = 'loss'"
+                    "WHERE r.experiment_id = :e AND m.key = 'Training/loss'"
                 ),
                 {"e": int(exp.experiment_id)},
             ).scalar_one()
