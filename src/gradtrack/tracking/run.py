@@ -7,8 +7,6 @@ import contextlib
 import json
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 from gradtrack.errors import DivergedError, TrackingError
 from gradtrack.interrupts import Terminated
 from gradtrack.tracking.owner import owner_tags
-from gradtrack.tracking.store import TrackingTarget, open_store
+from gradtrack.tracking.store import TrackingTarget, open_store, signals_held
 
 # A run stopped by a signal sends what it can in this long, then ends KILLED: schedulers
 # follow SIGTERM with SIGKILL after a grace period, and a run must never outlive it
@@ -133,7 +131,7 @@ class TrackedRun:
             tags["last_finite_step"] = str(exc.last_finite_step)
         # A second Ctrl-C / SIGTERM while we write the end status would leave the run
         # RUNNING; hold such signals until the run is closed (they fire right after).
-        with _signals_deferred():
+        with signals_held():
             try:
                 if tags:
                     # Status tags go first: they ride in the first batch the flush sends.
@@ -357,21 +355,6 @@ class _PointQueue:
         dropped, self.size = self.size, 0
         self._chunks.clear()
         return dropped
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Block SIGINT/SIGTERM for the duration (main thread of a POSIX process only)."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    can_block = hasattr(signal, "pthread_sigmask") and (
-        threading.current_thread() is threading.main_thread()
-    )
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs) if can_block else None
-    try:
-        yield
-    finally:
-        if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _param_str(value: Any) -> str:
