@@ -107,10 +107,12 @@ class DeadRun:
 def deliver_pending(client) -> None:
     """Deliver results that are still waiting locally before runs are judged.
 
-    The seam for the local spool of a tracking server that went away (issue 12,
-    item 3): a run whose FINISHED status still sits in the spool must be delivered,
-    not marked FAILED. There is no spool yet, so there is nothing to deliver.
+    The local spool of a tracking server that went away (tracking/spool.py): a run
+    whose FINISHED status still sits in the spool is delivered, not marked FAILED.
     """
+    from gradtrack.tracking.spool import deliver_pending as deliver_spooled
+
+    deliver_spooled(client)
 
 
 def running_here(client, experiment_ids: list[str], host: str) -> list:

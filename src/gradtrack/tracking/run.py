@@ -15,6 +15,7 @@ import numpy as np
 
 from gradtrack.errors import DivergedError, TrackingError
 from gradtrack.interrupts import Terminated
+from gradtrack.tracking import spool
 from gradtrack.tracking.owner import owner_tags
 from gradtrack.tracking.store import TrackingTarget, open_store, signals_held
 
@@ -22,6 +23,9 @@ from gradtrack.tracking.store import TrackingTarget, open_store, signals_held
 # follow SIGTERM with SIGKILL after a grace period, and a run must never outlive it
 # as RUNNING. (With the default budget everything fits easily.)
 KILLED_FLUSH_SECONDS = 0.5
+# ... and every call to a tracking server, the end status included, within this long
+# (what does not make it is spooled: tracking/spool.py).
+KILLED_EXIT_SECONDS = 1.0
 # MLflow's log_batch accepts at most 1000 metrics, 100 params and 100 tags per call,
 # and 1000 entities in all.
 MAX_BATCH = 1000
@@ -72,7 +76,11 @@ class TrackedRun:
         self.model_id: str | None = None
         self._dataset: tuple[str, str] | None = None  # (name, digest) of the logged input
         self.target = target
-        self.client, self.experiment_id = open_store(target, experiment)
+        spool.remember(target)  # opening the store delivers what a past run spooled there
+        client, self.experiment_id = open_store(target, experiment)
+        # Every call of the run goes through this seam: to the server, or to the local
+        # spool while a tracking server is away (tracking/spool.py).
+        self.client = spool.guard(client, target, self.experiment_id, run_name)
         self.run_name = run_name
         self.flush_every = flush_every
         self.run_id: str | None = None
@@ -137,6 +145,7 @@ class TrackedRun:
                     # Status tags go first: they ride in the first batch the flush sends.
                     self._pending_tags[:0] = [RunTag(k, str(v)) for k, v in tags.items()]
                 if status == "KILLED":
+                    self.client.hurry(KILLED_EXIT_SECONDS)
                     unsent = self.flush(deadline=time.monotonic() + KILLED_FLUSH_SECONDS)
                     if unsent:
                         self.client.set_tag(self.run_id, "metric_points_not_sent", str(unsent))
@@ -154,6 +163,8 @@ class TrackedRun:
                 except Exception:
                     if exc_type is None:
                         raise
+        # Deliver what a server outage left in the spool if it is back; else say where.
+        self.client.close(status)
         return False
 
     # -- logging -----------------------------------------------------------------
@@ -202,8 +213,8 @@ class TrackedRun:
         rest; returns the number of metric points dropped.
         """
         while self._pending.size or self._pending_params or self._pending_tags:
-            if deadline is not None and time.monotonic() > deadline:
-                return self._pending.clear()
+            if deadline is not None and time.monotonic() > deadline and not self.client.spooling:
+                return self._pending.clear()  # (spooling takes the rest in milliseconds)
             params = self._pending_params[:MAX_BATCH_PARAMS]
             tags = self._pending_tags[:MAX_BATCH_TAGS]
             metrics = self._pending.take(MAX_BATCH - len(params) - len(tags), self._metric_cls)

@@ -28,6 +28,9 @@ PREFLIGHT_TIMEOUT_S = 5.0
 class TrackingTarget:
     uri: str  # tracking URI
     artifact_root: str | None  # artifact location for new experiments (local store only)
+    # Where a run keeps what a tracking server could not take (http/https only; see
+    # tracking/spool.py): <tracking.root>/.gradtrack-spool.
+    spool: str | None = None
 
 
 def resolve_tracking(uri: str | None, root_dir: Path) -> TrackingTarget:
@@ -40,7 +43,12 @@ def resolve_tracking(uri: str | None, root_dir: Path) -> TrackingTarget:
             # sqlite:///relative.db: pin it to an absolute path now.
             rel = uri[len("sqlite:///") :]
             uri = "sqlite:///" + str(Path(rel).resolve())
-        return TrackingTarget(uri=uri, artifact_root=None)
+        spool = None
+        if uri.startswith(("http://", "https://")):
+            from gradtrack.tracking.spool import spool_root
+
+            spool = str(spool_root(root_dir))
+        return TrackingTarget(uri=uri, artifact_root=None, spool=spool)
     root_dir = root_dir.resolve()
     return TrackingTarget(
         uri=f"sqlite:///{root_dir / 'mlflow.db'}",
