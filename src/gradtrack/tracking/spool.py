@@ -10,7 +10,13 @@ to a spool beside the project, ``<tracking.root>/.gradtrack-spool/<run_id>/``
   ``log_batch`` (``metrics`` as ``[key, value, timestamp_ms, step]``, ``params`` and
   ``tags`` as ``[key, value]``), ``set_tag``, ``log_inputs`` (the dataset's fields and
   input tags), ``log_artifacts`` (``dir``, a copy under ``artifacts/``, and
-  ``artifact_path``) and ``set_terminated`` (``status``, ``end_time`` in ms);
+  ``artifact_path``), the LoggedModel calls (``create_logged_model``, ``log_outputs``,
+  ``log_model_artifacts``, ``finalize_logged_model``) and ``set_terminated``
+  (``status``, ``end_time`` in ms). A metric linked to a model carries a fifth item,
+  ``{"model_id", "dataset_name", "dataset_digest"}``. A model created while the server
+  was away has a placeholder id (``m-spooled-...``, location ``spooled:/...``) until
+  delivery creates it; ``ids.json`` maps placeholders to the ids the server gave, and
+  the placeholders are replaced in the model's files before they are uploaded;
 * ``delivered``: how many of those lines the server has (absent: none);
 * ``lock``: flock'd by the process using the folder (the run writing it, or a delivery).
 
@@ -41,8 +47,10 @@ import socket
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +62,8 @@ CALL_TIMEOUT_S = 5.0
 ARTIFACT_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 1.0
 PROBE_EVERY_S = 10.0
-OPS, META, DELIVERED, LOCK = "ops.jsonl", "meta.json", "delivered", "lock"
+OPS, META, DELIVERED, LOCK, IDS = "ops.jsonl", "meta.json", "delivered", "lock", "ids.json"
+PLACEHOLDER = "m-spooled-"
 # HTTP answers that mean "the server is not there right now" (a proxy in front of it).
 _AWAY_STATUS = {502, 503, 504}
 _DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
@@ -280,16 +289,63 @@ class Delivery:
     status: str | None  # the end status spooled, if any
     error: str | None = None  # why delivery stopped early
     busy: bool = False  # another process holds the folder (its run is still going)
+    ids: dict | None = None  # placeholder -> id the server gave (models made while away)
 
 
-def _send_op(client, run_id: str, run_dir: Path, op: dict) -> None:
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+def _metric_row(m) -> list:
+    row = [m.key, m.value, m.timestamp, m.step]
+    link = {
+        f: getattr(m, f, None)
+        for f in ("model_id", "dataset_name", "dataset_digest")
+        if getattr(m, f, None)
+    }
+    return [*row, link] if link else row
+
+
+def _metric(row: list, run_id: str, ids: dict):
+    from mlflow.entities import Metric
+
+    k, v, ts, step = row[:4]
+    if len(row) < 5:
+        return Metric(k, v, ts, step)
+    link = dict(row[4])
+    if link.get("model_id"):
+        link["model_id"] = ids.get(link["model_id"], link["model_id"])
+    return Metric(k, v, ts, step, run_id=run_id, **link)
+
+
+def _read_ids(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / IDS).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _replace_in_files(folder: Path, ids: dict) -> None:
+    """Put the server's model id and location where the placeholders were written."""
+    for f in folder.rglob("*"):
+        if not f.is_file() or f.stat().st_size > 10_000_000:
+            continue
+        data = f.read_bytes()
+        new = data
+        for old, real in ids.items():
+            new = new.replace(old.encode(), str(real).encode())
+        if new != data:
+            f.write_bytes(new)
+
+
+def _send_op(client, run_id: str, run_dir: Path, op: dict, ids: dict) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Param, RunTag
 
     kind = op["op"]
+
+    def real(model_id: str) -> str:
+        return ids.get(model_id, model_id)
+
     if kind == "log_batch":
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, ts, s) for k, v, ts, s in op.get("metrics", [])],
+            metrics=[_metric(row, run_id, ids) for row in op.get("metrics", [])],
             params=[Param(k, v) for k, v in op.get("params", [])],
             tags=[RunTag(k, v) for k, v in op.get("tags", [])],
             synchronous=True,
@@ -311,6 +367,32 @@ def _send_op(client, run_id: str, run_dir: Path, op: dict) -> None:
         client.log_artifacts(run_id, str(run_dir / op["dir"]), op.get("artifact_path"))
     elif kind == "set_terminated":
         client.set_terminated(run_id, status=op["status"], end_time=op.get("end_time"))
+    elif kind == "create_logged_model":
+        if op["placeholder"] in ids:
+            return  # created before a crash cut the delivery short
+        lm = client.create_logged_model(
+            op["experiment_id"],
+            name=op.get("name"),
+            source_run_id=op.get("source_run_id"),
+            tags=op.get("tags"),
+            params=op.get("params"),
+            model_type=op.get("model_type"),
+        )
+        ids[op["placeholder"]] = lm.model_id
+        ids[op["location"]] = lm.artifact_location
+        _write_atomic(run_dir / IDS, json.dumps(ids))
+    elif kind == "log_outputs":
+        from mlflow.entities import LoggedModelOutput
+
+        outs = [LoggedModelOutput(real(m), step=st) for m, st in op["models"]]
+        client.log_outputs(run_id, outs)
+    elif kind == "log_model_artifacts":
+        _replace_in_files(run_dir / op["dir"], ids)
+        client.log_model_artifacts(real(op["model_id"]), str(run_dir / op["dir"]))
+    elif kind == "finalize_logged_model":
+        from mlflow.entities import LoggedModelStatus
+
+        client.finalize_logged_model(real(op["model_id"]), LoggedModelStatus(op["status"]))
     else:
         raise ValueError(f"{run_dir / OPS}: unknown operation {kind!r}")
 
@@ -329,6 +411,7 @@ def deliver_run(client, run_dir: Path, call=None, lock=True, deadline=None) -> D
         return Delivery(run_id, 0, -1, None, busy=True)
     try:
         ops = read_ops(run_dir)
+        ids = _read_ids(run_dir)
         start = done = delivered_count(run_dir)
         status = next((o["status"] for o in reversed(ops) if o["op"] == "set_terminated"), None)
         error = None
@@ -338,12 +421,12 @@ def deliver_run(client, run_dir: Path, call=None, lock=True, deadline=None) -> D
                 break
             try:
                 if call is None:
-                    _send_op(client, run_id, run_dir, op)
+                    _send_op(client, run_id, run_dir, op, ids)
                 else:
-                    timeout = ARTIFACT_TIMEOUT_S if op["op"] == "log_artifacts" else CALL_TIMEOUT_S
+                    timeout = ARTIFACT_TIMEOUT_S if "artifacts" in op["op"] else CALL_TIMEOUT_S
                     if deadline is not None:
                         timeout = min(timeout, deadline - time.monotonic())
-                    call(lambda op=op: _send_op(client, run_id, run_dir, op), timeout)
+                    call(lambda op=op: _send_op(client, run_id, run_dir, op, ids), timeout)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 break
@@ -352,14 +435,14 @@ def deliver_run(client, run_dir: Path, call=None, lock=True, deadline=None) -> D
         left = len(ops) - done
         if not left:
             _remove(run_dir)
-        return Delivery(run_id, done - start, left, status, error)
+        return Delivery(run_id, done - start, left, status, error, ids=ids)
     finally:
         if held is not None:
             held.close()
 
 
 def _remove(run_dir: Path) -> None:
-    for name in (OPS, DELIVERED, META):
+    for name in (OPS, DELIVERED, IDS, META):
         with contextlib.suppress(FileNotFoundError):
             (run_dir / name).unlink()
     shutil.rmtree(run_dir / "artifacts", ignore_errors=True)
@@ -427,6 +510,8 @@ class SpoolingClient:
         self._deadline: float | None = None
         self._last_contact = time.monotonic()  # the store was just opened
         self._last_probe = 0.0
+        self._run_id: str | None = None
+        self._ids: dict = {}  # placeholder -> real id, for models delivered mid-run
 
     def __getattr__(self, name):
         return getattr(self._client, name)
@@ -436,11 +521,13 @@ class SpoolingClient:
         def op():
             return {
                 "op": "log_batch",
-                "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                "metrics": [_metric_row(m) for m in metrics],
                 "params": [[p.key, p.value] for p in params],
                 "tags": [[t.key, t.value] for t in tags],
             }
 
+        if any(getattr(m, "model_id", None) in self._ids for m in metrics):
+            metrics = [_metric(_metric_row(m), run_id, self._ids) for m in metrics]
         return self._call(
             run_id,
             lambda: self._client.log_batch(
@@ -493,6 +580,67 @@ class SpoolingClient:
             ARTIFACT_TIMEOUT_S,
         )
 
+    # MLflow 3 LoggedModels. Created while the server is away, a model gets a
+    # placeholder id; delivery creates it and puts the real id in its place.
+    def create_logged_model(self, experiment_id, name=None, source_run_id=None, **kwargs):
+        ph = f"{PLACEHOLDER}{uuid.uuid4().hex}"
+        loc = f"spooled:/{ph}"
+        value = self._call(
+            source_run_id or self._run_id,
+            lambda: self._client.create_logged_model(
+                experiment_id, name=name, source_run_id=source_run_id, **kwargs
+            ),
+            lambda: {
+                "op": "create_logged_model",
+                "placeholder": ph,
+                "location": loc,
+                "experiment_id": experiment_id,
+                "name": name,
+                "source_run_id": source_run_id,
+                **{k: kwargs.get(k) for k in ("tags", "params", "model_type")},
+            },
+        )
+        if value is not None:
+            return value
+        return types.SimpleNamespace(model_id=ph, artifact_location=loc, name=name)
+
+    def log_outputs(self, run_id, models):
+        from mlflow.entities import LoggedModelOutput
+
+        models = [LoggedModelOutput(self._ids.get(m.model_id, m.model_id), m.step) for m in models]
+        return self._call(
+            run_id,
+            lambda: self._client.log_outputs(run_id, models),
+            lambda: {"op": "log_outputs", "models": [[m.model_id, m.step] for m in models]},
+        )
+
+    def log_model_artifacts(self, model_id, local_dir, artifact_path=None):
+        if model_id in self._ids:  # made while away, delivered since: files say so
+            _replace_in_files(Path(local_dir), self._ids)
+            model_id = self._ids[model_id]
+        return self._call(
+            self._run_id,
+            lambda: self._client.log_model_artifacts(model_id, local_dir, artifact_path),
+            lambda: {
+                "op": "log_model_artifacts",
+                "model_id": model_id,
+                "dir": self.spool.copy_artifacts(local_dir),
+            },
+            ARTIFACT_TIMEOUT_S,
+        )
+
+    def finalize_logged_model(self, model_id, status):
+        model_id = self._ids.get(model_id, model_id)
+        return self._call(
+            self._run_id,
+            lambda: self._client.finalize_logged_model(model_id, status),
+            lambda: {
+                "op": "finalize_logged_model",
+                "model_id": model_id,
+                "status": getattr(status, "value", status),
+            },
+        )
+
     # -- control ------------------------------------------------------------------------------
     def hurry(self, seconds: float) -> None:
         """From now on every call shares ``seconds`` in all; after that, it is spooled."""
@@ -504,6 +652,7 @@ class SpoolingClient:
     def _call(self, run_id, send, op, timeout: float = CALL_TIMEOUT_S):
         if self.root is None:
             return send()
+        self._run_id = run_id or self._run_id
         left = self._left()
         if not self.spooling:
             if left is not None and left <= 0:
@@ -560,6 +709,7 @@ class SpoolingClient:
             lock=False,
             deadline=None if left is None else self._deadline,
         )
+        self._ids.update(d.ids or {})
         if d.left:
             return False
         self.spool.release()
