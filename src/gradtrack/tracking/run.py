@@ -139,7 +139,8 @@ class TrackedRun:
             tags["last_finite_step"] = str(exc.last_finite_step)
         # A second Ctrl-C / SIGTERM while we write the end status would leave the run
         # RUNNING; hold such signals until the run is closed (they fire right after).
-        with signals_held():
+        # (Afterwards the seam delivers what a server outage spooled if it is back.)
+        with self.client.ending(), signals_held():
             try:
                 if tags:
                     # Status tags go first: they ride in the first batch the flush sends.
@@ -163,8 +164,6 @@ class TrackedRun:
                 except Exception:
                     if exc_type is None:
                         raise
-        # Deliver what a server outage left in the spool if it is back; else say where.
-        self.client.close(status)
         return False
 
     # -- logging -----------------------------------------------------------------

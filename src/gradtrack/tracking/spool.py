@@ -507,6 +507,7 @@ class SpoolingClient:
         self.run_name = run_name
         self.spooling = False
         self.spool: RunSpool | None = None
+        self.status: str | None = None  # the end status the run set
         self._deadline: float | None = None
         self._last_contact = time.monotonic()  # the store was just opened
         self._last_probe = 0.0
@@ -545,6 +546,7 @@ class SpoolingClient:
 
     def set_terminated(self, run_id, status=None, end_time=None):
         end_time = end_time or int(time.time() * 1000)
+        self.status = status
         return self._call(
             run_id,
             lambda: self._client.set_terminated(run_id, status=status, end_time=end_time),
@@ -718,10 +720,23 @@ class SpoolingClient:
         _say(f"the tracking server {self.uri} is back; {d.sent} spooled operations delivered")
         return True
 
-    def close(self, status: str) -> None:
-        """At the run's end: deliver the spool if the server is back, else say where it is."""
+    @contextlib.contextmanager
+    def ending(self):
+        """Around the end of a run: then deliver the spool if the server is back, or say
+        where it is. Ending on an error (or a signal held meanwhile) waits for nothing."""
+        try:
+            yield
+        except BaseException:
+            self._deadline = time.monotonic()
+            self.close()
+            raise
+        self.close()
+
+    def close(self) -> None:
+        """Deliver the spool if the server is back (within ``hurry``), else say where it is."""
         if self.spool is None:
             return
+        status = self.status or "without an end status"
         try:
             left = self._left()
             if left is None or left > 0:
