@@ -122,15 +122,18 @@ def postgres() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, workdir: Path, port: int | None = None) -> Iterator[str]:
-    """`mlflow server` on loopback serving artifacts itself; yields its http URI.
+def mlflow_server_process(
+    backend_uri: str, workdir: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow server` on loopback serving artifacts itself; yields (http URI, process).
 
-    It creates (and migrates) its backend database at start, before it answers.
+    It creates (and migrates) its backend database at start, before it answers. A
+    restart with the same backend, workdir and port is the same server with its data.
     """
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"server-{port}.log"
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
         proc = subprocess.Popen(
             [
                 str(VENV_BIN / "mlflow"),
@@ -163,10 +166,19 @@ def mlflow_server(backend_uri: str, workdir: Path, port: int | None = None) -> I
             except OSError:
                 pass
             assert time.monotonic() < deadline, "mlflow server did not answer /health"
-            time.sleep(0.5)
-        yield uri
+            time.sleep(0.3)
+        yield uri, proc
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)  # a test may have stopped (SIGSTOP) it
         stop_session(proc, grace=5)  # its data lives in the backend store, already written
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, workdir: Path, port: int | None = None) -> Iterator[str]:
+    """``mlflow_server_process`` when only the URI is needed."""
+    with mlflow_server_process(backend_uri, workdir, port) as (uri, _):
+        yield uri
 
 
 # -- Ray --------------------------------------------------------------------------------------

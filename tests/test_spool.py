@@ -10,62 +10,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
-from team_support import VENV_BIN, free_port, stop_session
+from team_support import free_port, mlflow_server_process
 
 SPOOL = ".gradtrack-spool"
 
 
-@contextlib.contextmanager
-def _server(workdir: Path, port: int) -> Iterator[tuple[str, subprocess.Popen]]:
+def _server(workdir: Path, port: int):
     """`mlflow server` on 127.0.0.1:port (SQLite in workdir, artifacts served); a restart
     with the same workdir and port is the same server with the same data."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / f"server-{time.monotonic_ns()}.log", "w") as log:
-        proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{workdir / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(workdir / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, "mlflow server exited"
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(uri + "/health", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    break
-            assert time.monotonic() < deadline, "mlflow server did not answer /health"
-            time.sleep(0.3)
-        yield uri, proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGCONT)  # a test may have stopped it
-        stop_session(proc, grace=5)
+    return mlflow_server_process(f"sqlite:///{workdir / 'mlflow.db'}", workdir, port)
 
 
 def _start_run(project: Path, uri: str, steps: int, err: Path) -> subprocess.Popen:
