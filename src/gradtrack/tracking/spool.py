@@ -54,6 +54,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradtrack.interrupts import uninterrupted
+
 log = logging.getLogger(__name__)
 
 SPOOL_DIRNAME = ".gradtrack-spool"
@@ -653,7 +655,11 @@ class SpoolingClient:
 
     def _call(self, run_id, send, op, timeout: float = CALL_TIMEOUT_S):
         if self.root is None:
-            return send()
+            # A local store's call is short; a signal raised inside SQLAlchemy's commit
+            # could leave the SQLite file locked for the run's own ending (tens of
+            # seconds of busy waits), so it waits for the call to return.
+            with uninterrupted():
+                return send()
         self._run_id = run_id or self._run_id
         left = self._left()
         if not self.spooling:
