@@ -220,8 +220,8 @@ def tracking_cost(steps: int = 1000, repeats: int = 3, naive_values: int = 200) 
         *PROBLEMS["fit_linear"],
         *COMMON,
         "backend=numpy",
-        f"steps={steps}",
-        "progress_min_steps=1000000000",  # no progress bar on the benchmark's terminal
+        f"epochs={steps}",
+        "progress_min_epochs=1000000000",  # no progress bar on the benchmark's terminal
     ]
     off_cfg = compose(*base, "tracking.enabled=false")
     out: dict[str, Any] = {"steps": steps}

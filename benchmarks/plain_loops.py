@@ -72,11 +72,11 @@ def config(case: str, backend: str, steps: int | None = None, root: Path = REPO)
         *overrides,
         f"backend={backend}",
         "backend.dtype=float64",
-        f"steps={steps or default_steps}",
+        f"epochs={steps or default_steps}",
         "tracking.enabled=false",
         "checks.gradcheck=false",
         "checks.baseline=false",
-        "progress_min_steps=1000000000",
+        "progress_min_epochs=1000000000",
         root=root,
     )
 
@@ -381,7 +381,7 @@ def in_process(
             model, X, y, p0, opt = problem_data(cfg)
             plain = PLAIN[be](model, X, y, p0, opt)
             # Warm-up on both sides: TF traces (gradtrack's cache, the plain function).
-            pl, _ = plain.run(cfg.steps)
+            pl, _ = plain.run(cfg.epochs)
             _, ours = gradtrack_run(cfg)
             rel = _same_final_loss(case, be, pl, ours)
             tp, tg = [], []
@@ -390,13 +390,13 @@ def in_process(
                     gc.collect()  # neither side pays for the other's garbage
                     if side == "plain":
                         t0 = time.perf_counter()
-                        plain.run(cfg.steps)
+                        plain.run(cfg.epochs)
                         tp.append(time.perf_counter() - t0)
                     else:
                         tg.append(gradtrack_run(cfg)[0])
-            updates = cfg.steps * (len(X) if cfg.optimizer.batch_size == 1 else 1)
+            updates = cfg.epochs * (len(X) if cfg.optimizer.batch_size == 1 else 1)
             out[case][be] = {
-                "steps": cfg.steps,
+                "steps": cfg.epochs,
                 "updates": updates,
                 "plain_s": min(tp),
                 "gradtrack_s": min(tg),
@@ -423,7 +423,7 @@ def _first_run_child(side: str, case: str, steps: int, root: str) -> dict[str, f
         # starts; the first call (tracing and the loop) is timed.
         plain = TensorFlowPlain(model, X, y, p0, opt)
         t0 = time.perf_counter()
-        losses, _ = plain.run(cfg.steps)
+        losses, _ = plain.run(cfg.epochs)
         secs = time.perf_counter() - t0
     return {"seconds": secs, "final_loss": float(losses[-1])}
 

@@ -58,12 +58,12 @@ def growth(lengths: tuple[int, int] = (10_000, 1_000_000)) -> dict[str, Any]:
         root = Path(tmp) / "mlruns"
         db = root / "mlflow.db"
         base = ("+experiment=fit_linear_1d", "checks.gradcheck=false", "checks.baseline=false")
-        _run_seconds(*base, "steps=10", f"tracking.root={root}")  # store, imports, caches
-        _run_seconds(*base, "steps=10", "tracking.enabled=false")
+        _run_seconds(*base, "epochs=10", f"tracking.root={root}")  # store, imports, caches
+        _run_seconds(*base, "epochs=10", "tracking.enabled=false")
         for n in lengths:
-            off = _run_seconds(*base, f"steps={n}", "tracking.enabled=false")
+            off = _run_seconds(*base, f"epochs={n}", "tracking.enabled=false")
             size0 = db.stat().st_size
-            on = _run_seconds(*base, f"steps={n}", f"tracking.root={root}")
+            on = _run_seconds(*base, f"epochs={n}", f"tracking.root={root}")
             out[str(n)] = {
                 "untracked_s": off,
                 "tracked_s": on,
@@ -136,7 +136,7 @@ def signal_latency() -> dict[str, Any]:
             target = resolve_tracking(None, root)
             ensure_experiment(MlflowClient(tracking_uri=target.uri), "gradtrack", target)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gradtrack", "steps=100000000", *args]
+                [sys.executable, "-m", "gradtrack", "epochs=100000000", *args]
                 + [f"tracking.root={root}", f"paths.root={REPO}", f"hydra.run.dir={tmp}/out"],
                 cwd=tmp,
                 env=_env(),

@@ -84,7 +84,7 @@ def test_seed_quadratic_tf_on_numpy_prints_the_notebook_sequence(project):
     [
         (["model=linear", "dataset=none"], "model=linear dataset=none"),
         (["optimizer.lr=-1"], "optimizer.lr: must be > 0"),
-        (["steps=0"], "steps: must be >= 1"),
+        (["epochs=0"], "epochs: must be >= 1"),
         (["model=fence", "model.x0=-1"], "model.x0"),
         (["model=logistic", "dataset=auto_mpg"], "needs a classification dataset"),
         (["model=mpl"], "Available options in 'model'"),
@@ -206,7 +206,7 @@ def test_version_is_gradtrack_s_own(project):
 
 
 def test_job_is_named_gradtrack(project):
-    out = run_cli(["model=quadratic", "steps=3", "tracking.enabled=false"], project)
+    out = run_cli(["model=quadratic", "epochs=3", "tracking.enabled=false"], project)
     assert out.returncode == 0, out.stderr
     [log] = (project / "outputs").glob("*/*/gradtrack.log")
     config = (log.parent / ".hydra" / "hydra.yaml").read_text()
@@ -264,13 +264,13 @@ def test_project_conf_is_used_from_inside_the_project(project):
     (conf / "hydra" / "help" / "gradtrack.yaml").write_text(
         (REPO / "conf" / "hydra" / "help" / "gradtrack.yaml").read_text()
     )
-    out = run_cli(["steps=1", "tracking.enabled=false", "optimizer.lr=0.1"], project)
+    out = run_cli(["epochs=1", "tracking.enabled=false", "optimizer.lr=0.1"], project)
     assert out.returncode == 0, out.stderr
     # x0 = 5 from the project's own model/quadratic.yaml: 5 - 0.1 * (2*5 + 4) = 3.6
     assert [ln.split()[-1] for ln in out.stdout.splitlines() if ln.startswith("step")] == ["3.6"]
 
 
 def test_config_dir_env_pointing_nowhere_is_an_input_error(project):
-    out = run_cli(["steps=1"], project, env={"GRADTRACK_CONFIG_DIR": str(project / "nope")})
+    out = run_cli(["epochs=1"], project, env={"GRADTRACK_CONFIG_DIR": str(project / "nope")})
     assert out.returncode == 2
     assert "GRADTRACK_CONFIG_DIR=" in out.stderr and "no config.yaml there" in out.stderr

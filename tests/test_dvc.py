@@ -78,7 +78,7 @@ def test_params_check_fails_when_an_experiments_conf_changes(tmp_path, capsys):
     assert "gradtrack.pipeline.params" in capsys.readouterr().err
     assert main(["--root", str(tmp_path)]) == 0
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]
-    assert params["seed_fence"] == {"steps": 100, "seed": 0, "optimizer": {"lr": 0.02}}
+    assert params["seed_fence"] == {"epochs": 100, "seed": 0, "optimizer": {"lr": 0.02}}
 
 
 def test_each_train_stage_declares_only_its_own_params():
@@ -94,13 +94,13 @@ def test_stage_argv_takes_only_its_own_knobs(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(
         "train:\n"
-        "  seed_fence: {steps: 40, seed: 3, optimizer: {lr: 0.05, shuffle: true}}\n"
-        "  fit_linear: {steps: 9, seed: 9, optimizer: {lr: 0.9}}\n"
+        "  seed_fence: {epochs: 40, seed: 3, optimizer: {lr: 0.05, shuffle: true}}\n"
+        "  fit_linear: {epochs: 9, seed: 9, optimizer: {lr: 0.9}}\n"
     )
     argv = build_argv("seed_fence", ["output.metrics_path=m.json"], params, {}, tmp_path)
     assert argv == [
         "+experiment=seed_fence",
-        "steps=40",
+        "epochs=40",
         "seed=3",
         "optimizer.lr=0.05",
         "optimizer.shuffle=true",
@@ -110,7 +110,7 @@ def test_stage_argv_takes_only_its_own_knobs(tmp_path):
 
 def test_stage_without_its_params_is_an_input_error(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("train:\n  fit_linear: {steps: 9}\n")
+    params.write_text("train:\n  fit_linear: {epochs: 9}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "gradtrack.pipeline.train", "seed_fence"],
         cwd=tmp_path,
@@ -129,7 +129,7 @@ def test_queued_experiment_logs_to_the_repo_dvc_was_started_in(tmp_path):
     from gradtrack.pipeline.train import build_argv
 
     params = tmp_path / "params.yaml"
-    params.write_text("train:\n  seed_fence: {steps: 5}\n")
+    params.write_text("train:\n  seed_fence: {epochs: 5}\n")
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
     copy.mkdir(parents=True)
     argv = build_argv("seed_fence", [], params, {"DVC_ROOT": str(tmp_path)}, copy)
@@ -151,7 +151,7 @@ def test_dvc_outputs_hold_no_timings_and_round_every_value():
         "gradcheck/pass": 1.0,
         "gradcheck/max_rel_err_fd": 6.6e-09,
         "train_seconds": 0.0063965599999846745,
-        "steps_per_second": 62533.6,
+        "epochs_per_second": 62533.6,
         "accuracy": math.nan,
     }
     assert json.loads(metrics_json(metrics)) == {

@@ -33,13 +33,13 @@ def test_result_params_keep_what_changes_the_result_and_drop_plumbing():
 
     cfg = compose("+experiment=fit_linear", "tracking.root=/tmp/x", "paths.root=/tmp/p")
     params = result_params(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
-    assert params["optimizer.lr"] == 0.3 and params["steps"] == 400 and params["seed"] == 0
+    assert params["optimizer.lr"] == 0.3 and params["epochs"] == 400 and params["seed"] == 0
     assert params["dataset.standardize"] is True and params["checks.baseline_rtol"] == 1e-6
     leaked = [
         k
         for k in params
         if k.startswith(("tracking.", "paths.", "output.", "hydra."))
-        or k in ("progress_min_steps", "log_every", "description", "experiment_name")
+        or k in ("progress_min_epochs", "log_every", "description", "experiment_name")
     ]
     assert leaked == []
     assert len(params) < 45
@@ -72,7 +72,7 @@ def test_run_names_say_experiment_backend_and_the_distinguishing_overrides(monke
     assert name("+experiment=fit_linear", "tracking.run_name=mine") == "mine"
     # A sweep child: only the swept values.
     monkeypatch.setenv(ENV_SWEPT, "optimizer.lr")
-    assert name("+experiment=fit_linear", "steps=9", "optimizer.lr=0.1") == (
+    assert name("+experiment=fit_linear", "epochs=9", "optimizer.lr=0.1") == (
         "fit_linear · numpy · lr=0.1"
     )
 
@@ -81,7 +81,7 @@ def test_sweep_labels_are_the_swept_values():
     from gradtrack.sweep import job_label, swept_keys
 
     jobs = [
-        ["+experiment=fit_linear", f"backend={b}", f"optimizer.lr={lr}", "steps=50"]
+        ["+experiment=fit_linear", f"backend={b}", f"optimizer.lr={lr}", "epochs=50"]
         for b in ("numpy", "torch")
         for lr in (0.1, 0.2)
     ]
@@ -153,7 +153,7 @@ def _mlflow_warnings(stderr: str) -> list[str]:
 def test_tracked_run_has_source_description_model_and_no_mlflow_warnings(project):
     import mlflow.pyfunc
 
-    out = run_cli(["+experiment=fit_logistic", "steps=100"], project)
+    out = run_cli(["+experiment=fit_logistic", "epochs=100"], project)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _mlflow_warnings(out.stderr) == [], out.stderr
     [run] = mlflow_runs(project)
@@ -161,7 +161,7 @@ def test_tracked_run_has_source_description_model_and_no_mlflow_warnings(project
     assert len(t["mlflow.source.git.commit"]) == 40
     assert t["mlflow.source.type"] == "LOCAL" and t["mlflow.user"] == run.info.user_id
     assert "Pima" in t["mlflow.note.content"]
-    assert "gradtrack +experiment=fit_logistic steps=100" in t["mlflow.note.content"]
+    assert "gradtrack +experiment=fit_logistic epochs=100" in t["mlflow.note.content"]
     assert not [k for k in run.data.params if k.startswith(("tracking.", "paths."))]
     client = _client(project)
     [lm] = client.search_logged_models([run.info.experiment_id])
@@ -186,7 +186,7 @@ def test_sweep_names_children_by_swept_values_and_registers_the_champion(project
         [
             "-m",
             "+experiment=fit_linear_1d",
-            "steps=100",
+            "epochs=100",
             "optimizer.lr=0.1,0.05",
             "seed=0,1",
             "tracking.register_best=mpg",

@@ -55,14 +55,14 @@ def _trials(client, parent) -> list[dict[str, str]]:
 def test_overrides_become_distributions_and_corner_jobs():
     space = _search_space.parse(
         [
-            "steps=50",
+            "epochs=50",
             "optimizer.lr=tag(log, interval(0.001, 1.0))",
             "optimizer=sgd,adam",
             "optimizer.batch_size=range(0,40,10)",
         ],
-        {"optimizer.momentum": "interval(0.0, 0.9)", "steps": "10"},
+        {"optimizer.momentum": "interval(0.0, 0.9)", "epochs": "10"},
     )
-    assert space.fixed == ["steps=50"]  # the command line replaces hydra.sweeper.params
+    assert space.fixed == ["epochs=50"]  # the command line replaces hydra.sweeper.params
     by = {p.key: p for p in space.params}
     lr, mom, opt, bs = (
         by[k] for k in ("optimizer.lr", "optimizer.momentum", "optimizer", "optimizer.batch_size")
@@ -75,9 +75,9 @@ def test_overrides_become_distributions_and_corner_jobs():
     assert bs.distribution().high == 30 and lr.distribution().log
     jobs = space.corner_jobs()
     assert len(jobs) == 2 * 2 * 2 * 2  # every bound and choice, in every combination
-    assert ["steps=50", "optimizer.momentum=0.0", "optimizer.lr=0.001", "optimizer=sgd",
+    assert ["epochs=50", "optimizer.momentum=0.0", "optimizer.lr=0.001", "optimizer=sgd",
             "optimizer.batch_size=0"] in jobs  # fmt: skip
-    assert all(j[0] == "steps=50" for j in jobs)
+    assert all(j[0] == "epochs=50" for j in jobs)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_overrides_become_distributions_and_corner_jobs():
     [
         ("optimizer.lr=interval(1.0,0.1)", "start < end"),
         ("optimizer.lr=tag(log, interval(0, 1))", "start > 0"),
-        ("steps=tag(int, interval(1.5, 9))", "whole-number"),
+        ("epochs=tag(int, interval(1.5, 9))", "whole-number"),
         ("optimizer=sgd,sgd", "repeat"),
     ],
 )
@@ -108,7 +108,7 @@ def test_malformed_search_space_is_named(override, needle):
     ],
 )  # fmt: skip
 def test_bad_bound_or_choice_fails_before_any_trial(project, args, named):
-    res = run_cli([*OPTUNA, "model=quadratic", "steps=5", *args], project)
+    res = run_cli([*OPTUNA, "model=quadratic", "epochs=5", *args], project)
     assert res.returncode == 2, res.stderr[-2000:]
     assert named in res.stderr
     assert "sweep not started" in res.stderr
@@ -134,7 +134,7 @@ def test_failed_trials_are_told_to_optuna_as_failed(project):
             "hydra/sweeper/sampler=random",
             "hydra.sweeper.sampler.seed=3",
             "model=quadratic",
-            "steps=200",
+            "epochs=200",
             "optimizer.lr=interval(0.05,3.0)",
         ],
         project,
@@ -165,7 +165,7 @@ def test_failed_trials_are_told_to_optuna_as_failed(project):
 
 def test_a_search_where_every_trial_fails_stops_with_one_message(project):
     res = run_cli(
-        [*OPTUNA, "hydra.sweeper.n_trials=3", "model=quadratic", "steps=200",
+        [*OPTUNA, "hydra.sweeper.n_trials=3", "model=quadratic", "epochs=200",
          "optimizer.lr=interval(2.0,3.0)"],
         project,
     )  # fmt: skip
@@ -184,7 +184,7 @@ def test_a_search_where_every_trial_fails_stops_with_one_message(project):
 def test_maximize_picks_the_highest_value_on_the_parent(project):
     res = run_cli(
         [*OPTUNA, "hydra.sweeper.n_trials=4", "hydra.sweeper.direction=maximize",
-         "hydra.sweeper.sampler.seed=0", "model=quadratic", "steps=5",
+         "hydra.sweeper.sampler.seed=0", "model=quadratic", "epochs=5",
          "optimizer.lr=interval(0.01,0.4)"],
         project,
     )  # fmt: skip
@@ -263,7 +263,7 @@ def test_search_reaches_the_least_squares_optimum_and_reruns_identically(project
 def test_joblib_runs_trials_in_parallel_batches(project):
     res = run_cli(
         [*OPTUNA, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=4",
-         "hydra.sweeper.sampler.seed=0", "model=quadratic", "steps=50",
+         "hydra.sweeper.sampler.seed=0", "model=quadratic", "epochs=50",
          "optimizer.lr=interval(0.01,0.4)", "optimizer=sgd,adam"],
         project,
         timeout=600,
@@ -283,7 +283,7 @@ def test_a_plain_run_does_not_import_optuna(project):
     code = (
         "import sys\n"
         "from gradtrack.cli import main\n"
-        "sys.argv = ['gradtrack', 'model=quadratic', 'steps=2', 'tracking.enabled=false']\n"
+        "sys.argv = ['gradtrack', 'model=quadratic', 'epochs=2', 'tracking.enabled=false']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('OPTUNA', 'optuna' in sys.modules,"
         " 'hydra_plugins.gradtrack_optuna_sweeper.config' in sys.modules)\n"

@@ -20,16 +20,16 @@ CASES = [
     ("seed_backprop_scaled", ()),  # per-sample SGD, 200 epochs × 15 updates
     (
         "fit_logistic",
-        ("optimizer.batch_size=100", "optimizer.shuffle=true", "optimizer.lr=0.5", "steps=40"),
+        ("optimizer.batch_size=100", "optimizer.shuffle=true", "optimizer.lr=0.5", "epochs=40"),
     ),
-    ("fit_logistic", ("optimizer=momentum", "optimizer.lr=0.5", "steps=200")),
-    ("fit_linear", ("optimizer=adam", "optimizer.lr=0.05", "steps=300")),
+    ("fit_logistic", ("optimizer=momentum", "optimizer.lr=0.5", "epochs=200")),
+    ("fit_linear", ("optimizer=adam", "optimizer.lr=0.05", "epochs=300")),
     pytest.param(
         "seed_backprop_scaled",
         ("optimizer=adam", "optimizer.lr=0.01", "optimizer.batch_size=4", "optimizer.shuffle=true"),
         marks=pytest.mark.slow,
     ),
-    pytest.param("seed_linear", ("optimizer.clip_norm=1.0", "steps=200"), marks=pytest.mark.slow),
+    pytest.param("seed_linear", ("optimizer.clip_norm=1.0", "epochs=200"), marks=pytest.mark.slow),
 ]
 TOL = {"float64": 1e-9, "float32": 1e-4}
 
@@ -41,7 +41,7 @@ def _rows(project, exp, overrides, dtype):
         f"+experiment={exp}", f"paths.root={project}", f"backend.dtype={dtype}", *overrides
     )
     runs = [run_backend(cfg, b) for b in ("numpy", "torch", "tensorflow")]
-    assert all(len(r.losses) == cfg.steps for r in runs)
+    assert all(len(r.losses) == cfg.epochs for r in runs)
     return runs, compare(runs)
 
 
@@ -58,8 +58,18 @@ def test_loss_trajectories_agree_across_backends(project, exp, overrides, dtype)
 @pytest.mark.slow
 def test_shuffled_minibatches_use_the_same_rows_on_every_backend(project):
     """A different row order would change the losses well beyond float64 noise."""
-    shuffled = ("optimizer.batch_size=100", "optimizer.shuffle=true", "optimizer.lr=0.5", "steps=5")
-    ordered = ("optimizer.batch_size=100", "optimizer.shuffle=false", "optimizer.lr=0.5", "steps=5")
+    shuffled = (
+        "optimizer.batch_size=100",
+        "optimizer.shuffle=true",
+        "optimizer.lr=0.5",
+        "epochs=5",
+    )
+    ordered = (
+        "optimizer.batch_size=100",
+        "optimizer.shuffle=false",
+        "optimizer.lr=0.5",
+        "epochs=5",
+    )
     a, _ = _rows(project, "fit_logistic", shuffled, "float64")
     b, _ = _rows(project, "fit_logistic", ordered, "float64")
     assert np.max(np.abs(a[0].losses[1:] - b[0].losses[1:])) > 1e-6
@@ -83,7 +93,7 @@ def test_compare_command_prints_the_table_and_verdict(project):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("backend"))
-    assert "final loss" in lines[header] and "steps/s" in lines[header]
+    assert "final loss" in lines[header] and "epochs/s" in lines[header]
     rows = [ln.split() for ln in lines[header + 2 : header + 5]]
     assert [r[0] for r in rows] == ["numpy", "torch", "tensorflow"]
     finals = [float(r[1]) for r in rows]

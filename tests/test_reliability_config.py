@@ -61,11 +61,12 @@ def test_reliability_required_value_missing_cli(project):
         (["+experiment=seed_lineer"], ["experiment=seed_lineer", "seed_linear"]),
         (["experiment=seed_linear"], ["+experiment=<name>"]),
         (["modell=linear"], ["modell: unknown key", "Did you mean 'model'"]),
-        (["steps=1.5"], ["steps", "'1.5'", "whole number"]),
+        (["epochs=1.5"], ["epochs", "'1.5'", "whole number"]),
+        (["steps=200"], ["steps: renamed to epochs", "epochs=N"]),
         (["dataset.features=nope"], ["dataset.features", "dataset.features=[a,b]"]),
         (["optimizer.lr=[1"], ["could not parse", "key=value"]),
         (["optimizer.lr=-1"], ["optimizer.lr: must be > 0, got -1.0", "try 0.01"]),
-        (["steps=0"], ["steps: must be >= 1, got 0"]),
+        (["epochs=0"], ["epochs: must be >= 1, got 0"]),
         (["+experiment=seed_fence", "model.x0=0"], ["model.x0", "x > 0", "model.x0=1"]),
         (["+experiment=seed_fence", "model.x0=-1"], ["model.x0", "got -1.0"]),
         (["model=linear", "dataset=none"], ["model=linear dataset=none", "dataset=auto_mpg"]),
@@ -96,8 +97,8 @@ def test_reliability_bad_config(project, monkeypatch, capsys, args, expected):
 
 
 def test_reliability_several_problems_reported_at_once(project, monkeypatch, capsys):
-    err = _main_fails(project, monkeypatch, capsys, "optimizer.lr=0", "steps=-5", "log_every=0")
-    assert "optimizer.lr" in err and "steps" in err and "log_every" in err
+    err = _main_fails(project, monkeypatch, capsys, "optimizer.lr=0", "epochs=-5", "log_every=0")
+    assert "optimizer.lr" in err and "epochs" in err and "log_every" in err
 
 
 def test_reliability_unknown_feature_column(project, monkeypatch, capsys):
@@ -108,5 +109,5 @@ def test_reliability_unknown_feature_column(project, monkeypatch, capsys):
 
 
 def test_reliability_metrics_file_not_written_on_input_error(project, monkeypatch, capsys):
-    _main_fails(project, monkeypatch, capsys, "steps=0", "output.metrics_path=out/metrics.json")
+    _main_fails(project, monkeypatch, capsys, "epochs=0", "output.metrics_path=out/metrics.json")
     assert not (project / "out").exists()

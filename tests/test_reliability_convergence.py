@@ -23,7 +23,7 @@ def test_converged_when_gradient_vanishes_and_loss_matches_baseline():
 def test_oscillating_loss_names_it_and_suggests_lower_lr():
     losses = np.array([36.0, 4.2, 51.0, 3.0, 40.0, 5.0, 44.0, 6.0, 48.0, 24.8])
     norms = np.full(10, 60.0)
-    v = assess(losses, norms, standardized=False, lr=0.01, steps=100)
+    v = assess(losses, norms, standardized=False, lr=0.01, epochs=100)
     assert not v.converged
     assert "oscillates" in v.reasons[0]
     assert "optimizer.lr=0.001" in v.fix and "dataset.standardize=true" in v.fix
@@ -41,9 +41,9 @@ def test_rising_loss_is_not_converged():
 def test_slow_descent_reports_gradient_norm_and_suggests_more_steps():
     losses = 1.0 + 0.99 ** np.arange(100)
     norms = 0.99 ** np.arange(100)
-    v = assess(losses, norms, steps=100, standardized=True)
+    v = assess(losses, norms, epochs=100, standardized=True)
     assert not v.converged and "gradient norm is still" in v.reasons[0]
-    assert "steps=1000" in v.fix and "standardize" not in v.fix
+    assert "epochs=1000" in v.fix and "standardize" not in v.fix
 
 
 def test_baseline_gap_alone_is_not_converged():

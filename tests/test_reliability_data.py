@@ -23,7 +23,7 @@ LINEAR = ("+experiment=seed_linear", "backend=numpy")
 LOGISTIC = ("+experiment=seed_logistic", "backend=numpy")
 # Runs that must succeed skip what these tests do not look at (plots, model, sklearn).
 LEAN = (
-    "steps=3",
+    "epochs=3",
     "tracking.log_model=false",
     "tracking.log_artifacts=false",
     "checks.baseline=false",
@@ -387,7 +387,7 @@ def test_reliability_coefficients_csv_holds_plain_numbers(project, monkeypatch, 
 
     monkeypatch.chdir(project)
     seed_store(project)
-    over = ("steps=3", "tracking.log_model=false")
+    over = ("epochs=3", "tracking.log_model=false")
     result = train.run(compose(*LINEAR, *over))
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     local = client.download_artifacts(result.run_id, "coefficients.csv", str(tmp_path))

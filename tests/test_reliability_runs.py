@@ -156,7 +156,7 @@ def test_reliability_exception_in_training_step_fails_run_keeps_metrics(project,
     monkeypatch.chdir(project)
     seed_store(project)
     with pytest.raises(RuntimeError, match="injected fault"):
-        train.run(compose("+experiment=seed_fence", "backend=numpy", "steps=1200", *LEAN))
+        train.run(compose("+experiment=seed_fence", "backend=numpy", "epochs=1200", *LEAN))
     [run] = mlflow_runs(project)
     assert run.info.status == "FAILED"
     assert "injected fault" in run.data.tags["error"]
@@ -221,7 +221,7 @@ def test_reliability_tracking_root_not_writable(project, monkeypatch):
 )
 def test_reliability_same_seed_same_metrics(project, monkeypatch, backend):
     monkeypatch.chdir(project)
-    args = ("+experiment=seed_logistic", f"backend={backend}", "tracking=none", "steps=20")
+    args = ("+experiment=seed_logistic", f"backend={backend}", "tracking=none", "epochs=20")
     args += ("dataset.features=[]", "dataset.standardize=true", "optimizer.batch_size=64")
     args += ("optimizer.shuffle=true", "checks.baseline=false")
     a = train.run(compose(*args, "seed=7"))
@@ -229,7 +229,7 @@ def test_reliability_same_seed_same_metrics(project, monkeypatch, backend):
     np.testing.assert_array_equal(a.losses, b.losses)
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
-    c = train.run(compose(*args, "seed=8", "steps=1"))
+    c = train.run(compose(*args, "seed=8", "epochs=1"))
     assert not np.array_equal(c.losses[:1], a.losses[:1])
 
 

@@ -28,7 +28,7 @@ def three_runs(project):
             project,
             "+experiment=seed_linear",
             "backend=numpy",
-            "steps=40",
+            "epochs=40",
             f"optimizer.lr={lr}",
             *FAST,
         ).run_id
@@ -41,7 +41,7 @@ def three_runs(project):
             project,
             "+experiment=seed_linear",
             "backend=numpy",
-            "steps=40",
+            "epochs=40",
             "optimizer.lr=1e6",
             *FAST,
         )
@@ -59,7 +59,7 @@ def test_report_compares_differing_params_metrics_status_and_plots_losses(three_
     table = [line for line in md.splitlines() if line.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert "optimizer.lr" in header and "final_loss" in header and "status" in header
-    assert "steps" not in header  # identical in every run: not a column
+    assert "epochs" not in header  # identical in every run: not a column
     rows = table[2:]
     assert len(rows) == 3
     assert sum("FINISHED" in r for r in rows) == 2
@@ -124,7 +124,7 @@ def test_report_errors_are_clear_and_exit_2(project, tmp_path):
 
     from gradtrack.report import main
 
-    _train(project, "+experiment=seed_linear", "backend=numpy", "steps=3", *FAST)
+    _train(project, "+experiment=seed_linear", "backend=numpy", "epochs=3", *FAST)
     uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
     assert main(["--tracking-uri", uri, "--experiment", "nope", "--out", str(tmp_path / "o")]) == 2
     assert (

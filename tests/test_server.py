@@ -26,7 +26,12 @@ def test_training_against_a_tracking_server_is_readable_back(mlflow_server, proj
     from gradtrack.report import main as report_main
 
     out = run_cli(
-        ["+experiment=fit_linear", "steps=300", "tracking=server", f"tracking.uri={mlflow_server}"],
+        [
+            "+experiment=fit_linear",
+            "epochs=300",
+            "tracking=server",
+            f"tracking.uri={mlflow_server}",
+        ],
         project,
     )
     assert out.returncode == 0, out.stderr
@@ -35,8 +40,8 @@ def test_training_against_a_tracking_server_is_readable_back(mlflow_server, proj
     exp = client.get_experiment_by_name("gradtrack")
     [run] = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "fit_linear · numpy · steps=300"
-    assert run.data.params["steps"] == "300"
+    assert run.info.run_name == "fit_linear · numpy · epochs=300"
+    assert run.data.params["epochs"] == "300"
     hist = client.get_metric_history(run.info.run_id, "Training/loss")
     assert sorted(m.step for m in hist) == list(range(300))
     png = Path(client.download_artifacts(run.info.run_id, "loss_curve.png", str(tmp_path)))

@@ -34,7 +34,7 @@ def _start_run(project: Path, uri: str, steps: int, err: Path) -> subprocess.Pop
             "gradtrack",
             "+experiment=fit_linear_1d",
             "backend=numpy",
-            f"steps={steps}",
+            f"epochs={steps}",
             "tracking=server",
             f"tracking.uri={uri}",
             f"tracking.root={project / 'track'}",
@@ -91,7 +91,7 @@ def _assert_complete(uri: str, run_id: str, steps: int) -> None:
     kept = kept_steps(steps, 1000).tolist()
     assert _steps(client, run_id, "Training/loss") == kept
     assert _steps(client, run_id, "Training/grad_norm") == kept
-    assert run.data.params["steps"] == str(steps)
+    assert run.data.params["epochs"] == str(steps)
     assert run.data.metrics["r2"] > 0.5 and "final_loss" in run.data.metrics
     assert run.data.tags["experiment"] == "fit_linear_1d"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["auto_mpg"]
@@ -197,7 +197,7 @@ def test_server_down_until_the_run_ends_then_the_next_run_delivers(project, tmp_
         nxt = run_cli(
             [
                 "+experiment=fit_linear_1d",
-                "steps=20",
+                "epochs=20",
                 "tracking=server",
                 f"tracking.uri={uri}",
                 f"tracking.root={project / 'track'}",

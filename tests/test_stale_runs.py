@@ -186,7 +186,7 @@ def test_a_run_killed_with_sigkill_is_ended_failed_by_the_next_run(project):
             "gradtrack",
             "+experiment=fit_linear",
             "backend=numpy",
-            "steps=100000000",
+            "epochs=100000000",
         ],
         cwd=project,
         stdout=subprocess.DEVNULL,
@@ -208,7 +208,7 @@ def test_a_run_killed_with_sigkill_is_ended_failed_by_the_next_run(project):
         long_run.send_signal(signal.SIGKILL)
         long_run.wait()
     assert client.get_run(run_id).info.status == "RUNNING"  # what kill -9 leaves
-    res = run_cli(["model=quadratic", "steps=5"], project)
+    res = run_cli(["model=quadratic", "epochs=5"], project)
     assert res.returncode == 0, res.stderr[-3000:]
     dead = client.get_run(run_id)
     assert dead.info.status == "FAILED"

@@ -17,7 +17,7 @@ import pytest
 from conftest import mlflow_runs, run_cli
 from team_support import stop_session
 
-QUICK = ["model=quadratic", "steps=20"]
+QUICK = ["model=quadratic", "epochs=20"]
 
 
 def _client(project: Path):
@@ -63,11 +63,11 @@ def test_sweep_groups_jobs_under_one_parent_with_summary(project):
     parent, children = _check_landed(project, 2, 20)
     by = {c.data.tags["overrides"]: c for c in children}
     assert set(by) == {
-        "model=quadratic steps=20 optimizer.lr=0.01",
-        "model=quadratic steps=20 optimizer.lr=0.1",
+        "model=quadratic epochs=20 optimizer.lr=0.01",
+        "model=quadratic epochs=20 optimizer.lr=0.1",
     }
     # lr=0.1 gets further down 2x^2 - 4x... in 20 steps: it is the best child.
-    best = by["model=quadratic steps=20 optimizer.lr=0.1"]
+    best = by["model=quadratic epochs=20 optimizer.lr=0.1"]
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.metrics["best/final_loss"] == best.data.metrics["final_loss"]
     assert parent.data.tags["failed_jobs"] == "0"
@@ -89,7 +89,7 @@ def test_sweep_groups_jobs_under_one_parent_with_summary(project):
     ],
 )
 def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
-    res = run_cli(["-m", "steps=5", bad], project)
+    res = run_cli(["-m", "epochs=5", bad], project)
     assert res.returncode != 0
     assert named in res.stderr
     assert "sweep not started" in res.stderr
@@ -108,7 +108,7 @@ def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project):
             "-m",
             "+experiment=fit_linear",
             "backend=numpy",
-            "steps=50",
+            "epochs=50",
             "tracking.log_model=false",
             "optimizer.lr=0.01,1e6,0.1",
         ],
@@ -146,7 +146,7 @@ def test_joblib_eight_parallel_jobs_on_a_fresh_sqlite_store(project):
             # Two workers on the two CI cores: more only adds interpreter start-ups.
             "hydra.launcher.n_jobs=2",
             "model=quadratic",
-            "steps=100",
+            "epochs=100",
             "optimizer=sgd,adam",
             "optimizer.lr=0.01,0.02,0.03,0.04",
         ],
@@ -172,7 +172,7 @@ def test_rerunning_a_sweep_reproduces_every_child_exactly(tmp_path, prepared_dat
             [
                 "-m",
                 "+experiment=fit_linear",
-                "steps=60",
+                "epochs=60",
                 "tracking.log_model=false",
                 "model.init=normal",
                 "backend=numpy,torch",
@@ -245,7 +245,7 @@ def test_ray_launcher_runs_the_sweep_on_a_ray_cluster(project, ray_head):
             "hydra/launcher=ray_cluster",
             f"hydra.launcher.ray.init.address={ray_head}",
             "model=quadratic",
-            "steps=50",
+            "epochs=50",
             "optimizer.lr=0.01,0.02,0.03",
         ],
         project,

@@ -33,7 +33,7 @@ def _sweep(project: Path, uri: str, experiment: str, *launcher: str):
             *launcher,
             "+experiment=fit_linear_1d",
             "backend=numpy",
-            f"steps={STEPS}",
+            f"epochs={STEPS}",
             "tracking.log_model=false",
             "tracking=server",
             f"tracking.uri={uri}",

@@ -68,7 +68,7 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
 
     p, t, m = run.data.params, run.data.tags, run.data.metrics
     assert p["optimizer.lr"] == "0.05" and p["optimizer.name"] == "adam"
-    assert p["steps"] == "400" and p["dataset.standardize"] == "True"
+    assert p["epochs"] == "400" and p["dataset.standardize"] == "True"
     # Plumbing stays out of the params (config.yaml keeps it).
     assert not [k for k in p if k.startswith(("tracking.", "paths.", "output."))], sorted(p)
     data_sha = hashlib.sha256((project / "data" / "regression.csv").read_bytes()).hexdigest()
@@ -82,10 +82,10 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
         in (t["mlflow.note.content"])
     )
     assert t["data_sha256"] == data_sha
-    for key in ("final_loss", "r2", "train_seconds", "steps_per_second", "baseline/loss_gap"):
+    for key in ("final_loss", "r2", "train_seconds", "epochs_per_second", "baseline/loss_gap"):
         assert math.isfinite(m[key]), key
     assert "mse" not in m and "loss" not in m  # final_loss is that number
-    assert m["train_seconds"] > 0 and m["steps_per_second"] > 0
+    assert m["train_seconds"] > 0 and m["epochs_per_second"] > 0
     assert m["final_loss"] == pytest.approx(float(res.losses[-1]))
     assert len(_history(client, res.run_id, "Training/loss")) == 400
 
@@ -138,7 +138,7 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
 def test_logistic_model_predicts_the_sigmoid_of_the_run_coefficients(project, project_uri):
     import mlflow.pyfunc
 
-    res = _train(project, "+experiment=fit_logistic", "steps=200", "checks.baseline=false")
+    res = _train(project, "+experiment=fit_logistic", "epochs=200", "checks.baseline=false")
     [lm] = _client(project).search_logged_models([res.experiment_id])
     # runs:/<run>/<model name> resolves to the LoggedModel too.
     model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/fit_logistic")
@@ -156,13 +156,13 @@ def test_logistic_model_predicts_the_sigmoid_of_the_run_coefficients(project, pr
 
 def test_float_params_log_the_same_text_however_they_were_written(project):
     _train(
-        project, "+experiment=seed_linear", "backend=numpy", "steps=3", "optimizer.lr=1e-6", *FAST
+        project, "+experiment=seed_linear", "backend=numpy", "epochs=3", "optimizer.lr=1e-6", *FAST
     )
     _train(
         project,
         "+experiment=seed_linear",
         "backend=numpy",
-        "steps=3",
+        "epochs=3",
         "optimizer.lr=0.000001",
         *FAST,
     )
@@ -188,7 +188,7 @@ def test_2500_step_run_without_a_budget_stores_every_step_in_batches_of_at_most_
         project,
         "+experiment=seed_linear",
         "backend=numpy",
-        "steps=2500",
+        "epochs=2500",
         "tracking.max_points=0",
         *FAST,
     )
@@ -204,12 +204,12 @@ def test_long_run_stores_a_bounded_curve_and_its_full_history_as_one_artifact(pr
     from gradtrack.tracking.budget import kept_steps
 
     db = project / "mlruns" / "mlflow.db"
-    _train(project, "+experiment=fit_linear_1d", "steps=10", *FAST)  # create the store
+    _train(project, "+experiment=fit_linear_1d", "epochs=10", *FAST)  # create the store
     before = db.stat().st_size
     res = _train(
         project,
         "+experiment=fit_linear_1d",
-        "steps=100000",
+        "epochs=100000",
         "tracking.max_points=500",
         "tracking.log_model=false",
         "checks.baseline=false",
@@ -268,7 +268,7 @@ def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(proj
             project,
             "+experiment=seed_linear",
             "backend=numpy",
-            "steps=5000",
+            "epochs=5000",
             "tracking.flush_every=100000",
             *FAST,
         )
@@ -318,7 +318,7 @@ def _start_long_run(project: Path, *overrides: str) -> subprocess.Popen:
     target = resolve_tracking(None, project / "mlruns")
     ensure_experiment(_client(project), "gradtrack", target)
     return subprocess.Popen(
-        [sys.executable, "-m", "gradtrack", "steps=100000000", *overrides],
+        [sys.executable, "-m", "gradtrack", "epochs=100000000", *overrides],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -81,7 +81,7 @@ def print_summary(result, cfg) -> None:
             "baseline/coef_max_rel_err",
             "baseline/pass",
             "gradcheck/max_rel_err",
-            "steps_per_second",
+            "epochs_per_second",
         )
         if k in result.metrics
     ]

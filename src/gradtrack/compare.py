@@ -39,7 +39,7 @@ class BackendRun:
     backend: str
     losses: np.ndarray
     params: np.ndarray  # learned values, flattened (coef_ + intercept_ in original units)
-    steps_per_second: float
+    epochs_per_second: float
 
 
 @dataclass
@@ -47,8 +47,8 @@ class Row:
     backend: str
     final_loss: float
     max_param_diff: float  # max |param − numpy's param|
-    max_loss_rel_diff: float  # max over steps of |loss − numpy's| / max(|loss|, |numpy's|)
-    steps_per_second: float
+    max_loss_rel_diff: float  # max over epochs of |loss − numpy's| / max(|loss|, |numpy's|)
+    epochs_per_second: float
 
 
 def compose_config(overrides: list[str]):
@@ -70,7 +70,7 @@ def for_backend(cfg, backend: str):
         backend=dataclasses.replace(cfg.backend, name=backend),
         tracking=dataclasses.replace(cfg.tracking, enabled=False),
         output=dataclasses.replace(cfg.output, metrics_path=None, losses_path=None),
-        progress_min_steps=cfg.steps + 1,  # the table is the output; no bars in between
+        progress_min_epochs=cfg.epochs + 1,  # the table is the output; no bars in between
     )
 
 
@@ -82,7 +82,7 @@ def run_backend(cfg, backend: str) -> BackendRun:
         values = np.append(res.coef_, res.intercept_)
     else:
         values = np.concatenate([np.ravel(v) for v in res.params.values()])
-    return BackendRun(backend, res.losses, values, res.metrics.get("steps_per_second", 0.0))
+    return BackendRun(backend, res.losses, values, res.metrics.get("epochs_per_second", 0.0))
 
 
 def compare(runs: list[BackendRun]) -> list[Row]:
@@ -96,7 +96,7 @@ def compare(runs: list[BackendRun]) -> list[Row]:
             final_loss=float(r.losses[-1]),
             max_param_diff=float(np.max(np.abs(r.params - ref.params))),
             max_loss_rel_diff=float(np.max(rel_err(r.losses, ref.losses))),
-            steps_per_second=r.steps_per_second,
+            epochs_per_second=r.epochs_per_second,
         )
         for r in runs
     ]
@@ -109,12 +109,12 @@ def parity_holds(rows: list[Row], dtype: str) -> tuple[bool, float]:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'backend':<11} {'final loss':>22} {'max |param diff|':>17} {'max rel loss diff':>18} {'steps/s':>10}"
+    head = f"{'backend':<11} {'final loss':>22} {'max |param diff|':>17} {'max rel loss diff':>18} {'epochs/s':>10}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.backend:<11} {r.final_loss:>22.15g} {r.max_param_diff:>17.3e} "
-            f"{r.max_loss_rel_diff:>18.3e} {r.steps_per_second:>10.0f}"
+            f"{r.max_loss_rel_diff:>18.3e} {r.epochs_per_second:>10.0f}"
         )
     return "\n".join(lines)
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"experiment {cfg.experiment_name}: model={cfg.model.name} dataset={cfg.dataset.name} "
         f"optimizer={cfg.optimizer.name} lr={cfg.optimizer.lr} "
-        f"batch_size={cfg.optimizer.batch_size} steps={cfg.steps} seed={cfg.seed} dtype={dtype}"
+        f"batch_size={cfg.optimizer.batch_size} epochs={cfg.epochs} seed={cfg.seed} dtype={dtype}"
     )
     runs = []
     for backend in BACKEND_NAMES:  # numpy first: it is the reference
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "holds" if ok else "FAILS"
     print(
         f"parity {verdict}: max relative loss-trajectory difference {worst:.3e} "
-        f"(tolerance {tol:g} for {dtype}, over all {cfg.steps} steps)"
+        f"(tolerance {tol:g} for {dtype}, over all {cfg.epochs} epochs)"
     )
     return 0 if ok else 1
 

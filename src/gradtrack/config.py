@@ -114,7 +114,7 @@ class TrackingConfig:
 @dataclass
 class ChecksConfig:
     gradcheck: bool = True
-    # Also run the gradient check every N steps (0 = only at the initial point).
+    # Also run the gradient check every N epochs (0 = only at the initial point).
     gradcheck_every: int = 0
     gradcheck_tol: float = 1e-7
     baseline: bool = True
@@ -157,12 +157,12 @@ class Config:
     # One line: what this experiment shows. Opens the MLflow run's description.
     description: str = ""
     # Number of epochs; with full-batch optimisation one epoch is one update.
-    steps: int = 100
+    epochs: int = 100
     seed: int = 0
-    # Record every this many steps' loss in MLflow (1 = every step).
+    # Record every this many epochs' loss in MLflow (1 = every epoch).
     log_every: int = 1
-    # Show a progress bar (only ever on a terminal) for runs with at least this many steps.
-    progress_min_steps: int = 500
+    # Show a progress bar (only ever on a terminal) for runs with at least this many epochs.
+    progress_min_epochs: int = 500
     # Metric that picks the best child of a sweep (lower is better).
     sweep_metric: str = "final_loss"
 
@@ -177,7 +177,7 @@ PLUMBING = (
     "tracking.",
     "output.",
     "hydra.",
-    "progress_min_steps",
+    "progress_min_epochs",
     "log_every",
     "sweep_metric",
     "experiment_name",
@@ -276,7 +276,7 @@ def validate(cfg: Config) -> None:
     _one_of(errors, "model.loss_form", m.loss_form, ("stable", "notebook"))
 
     _check(errors, o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr} (try 0.01)")
-    _check(errors, cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
+    _check(errors, cfg.epochs >= 1, "epochs", f"must be >= 1, got {cfg.epochs}")
     _check(errors, cfg.log_every >= 1, "log_every", f"must be >= 1, got {cfg.log_every}")
     _check(errors, o.batch_size >= 0, "optimizer.batch_size", f"must be >= 0, got {o.batch_size}")
     _check(

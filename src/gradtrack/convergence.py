@@ -70,7 +70,7 @@ def assess(
     baseline_loss: float | None = None,
     standardized: bool | None = None,
     lr: float | None = None,
-    steps: int | None = None,
+    epochs: int | None = None,
 ) -> Verdict:
     """Judge a finished run.
 
@@ -85,7 +85,7 @@ def assess(
     reasons: list[str] = []
     unstable = False
     if n == 0:
-        return Verdict(False, ["no steps were taken"], "set steps >= 1")
+        return Verdict(False, ["no epochs were run"], "set epochs >= 1")
     first, last = float(losses[0]), float(losses[-1])
     w = min(n, max(5, int(np.ceil(WINDOW * n))))
     tail = losses[-w:]
@@ -127,10 +127,10 @@ def assess(
             )
     if not reasons:
         return Verdict(True)
-    return Verdict(False, reasons, _fix(unstable, standardized, lr, steps))
+    return Verdict(False, reasons, _fix(unstable, standardized, lr, epochs))
 
 
-def _fix(unstable: bool, standardized: bool | None, lr: float | None, steps: int | None) -> str:
+def _fix(unstable: bool, standardized: bool | None, lr: float | None, epochs: int | None) -> str:
     tips = []
     if unstable:
         tips.append(
@@ -139,5 +139,7 @@ def _fix(unstable: bool, standardized: bool | None, lr: float | None, steps: int
     if standardized is False:
         tips.append("standardize the features (dataset.standardize=true)")
     if not unstable:
-        tips.append(f"train longer (steps={steps * 10})" if steps else "train longer (more steps)")
+        tips.append(
+            f"train longer (epochs={epochs * 10})" if epochs else "train longer (more epochs)"
+        )
     return "; ".join(tips)

@@ -46,6 +46,11 @@ def _type_name(path: list[str]) -> str | None:
     )
 
 
+# Keys that changed name, old → new: the old spelling gets a pointer, not a "did you mean".
+# ``steps`` always counted epochs (with batch_size=1, 200 "steps" were 3,000 updates).
+RENAMED = {"steps": "epochs", "progress_min_steps": "progress_min_epochs"}
+
+
 def _did_you_mean(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -115,6 +120,11 @@ def explain(exc: BaseException) -> str | None:
         where = ".".join(path[:-1]) or "the top level"
         if parent is None:
             return f"{key}: unknown key. Check the spelling against conf/."
+        if key in RENAMED:
+            new = RENAMED[key]
+            return (
+                f"{key}: renamed to {new}; write {new}=N instead (it counts passes over the data)."
+            )
         valid = [f.name for f in dataclasses.fields(parent)]
         if not path[:-1]:
             valid = sorted(set(valid) | {g for g in GROUPS if g != "experiment"})

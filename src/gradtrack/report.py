@@ -22,7 +22,7 @@ FINAL_METRICS = (
     "accuracy",
     "final_x",
     "train_seconds",
-    "steps_per_second",
+    "epochs_per_second",
 )
 BASELINE_METRICS = ("baseline/coef_max_rel_err", "baseline/loss_gap", "baseline/pass")
 # Params that differ between every run and say nothing about the configuration.

@@ -46,7 +46,7 @@ TABLE_METRICS = (
     "accuracy",
     "final_x",
     "baseline/pass",
-    "steps_per_second",
+    "epochs_per_second",
 )
 # Sweep-metric values this close (relative) are a tie, not a ranking.
 TIE_RTOL = 1e-9

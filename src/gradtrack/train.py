@@ -190,7 +190,7 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
         device=cfg.backend.device,
     )
     trk.set_tags({"device": getattr(trainer, "device", "cpu")})  # what device=auto chose
-    keep = StepSelector(cfg.steps, cfg.tracking.max_points, cfg.log_every)
+    keep = StepSelector(cfg.epochs, cfg.tracking.max_points, cfg.log_every)
     losses, norms, values = [], [], []
     done = 0
     n = FIRST_CHUNK_STEPS
@@ -200,11 +200,11 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     last_done: list = []
     t0 = last_send = time.perf_counter()
     with (
-        Progress(cfg.steps, enabled=cfg.steps >= cfg.progress_min_steps) as bar,
+        Progress(cfg.epochs, enabled=cfg.epochs >= cfg.progress_min_epochs) as bar,
         _send_on_error(trk, unsent, last_done),
     ):
-        while done < cfg.steps:
-            n = min(n, cfg.steps - done)
+        while done < cfg.epochs:
+            n = min(n, cfg.epochs - done)
             t_chunk = time.perf_counter()
             with uninterrupted():  # a signal waits for the chunk (a fraction of a second)
                 rec = trainer.run(n)
@@ -240,7 +240,7 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             else:
                 last_done[:] = [np.array([done - 1]), {k: v[-1:] for k, v in series.items()}]
             bar.update(n, float(rec.losses[-1]))
-            n = next_chunk(n, elapsed, cfg.steps - done)
+            n = next_chunk(n, elapsed, cfg.epochs - done)
     wall = time.perf_counter() - t0
     _send_series(trk, unsent)
     params = trainer.params()
@@ -256,7 +256,7 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             "final_loss": float(result.losses[-1]),
             "initial_loss": float(result.losses[0]),
             "train_seconds": wall,
-            "steps_per_second": cfg.steps / wall if wall > 0 else 0.0,
+            "epochs_per_second": cfg.epochs / wall if wall > 0 else 0.0,
         }
     )
     if cfg.checks.gradcheck and cfg.checks.gradcheck_every:
@@ -359,9 +359,9 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
 
         # The model first, so the final metrics are logged once, to run and model alike.
         spec = LinearModelSpec.of(ds.feature_names, result.coef_, result.intercept_, cfg.model.name)
-        trk.log_model(spec, naming.model_name(cfg), C.result_params(plain), m, cfg.steps)
+        trk.log_model(spec, naming.model_name(cfg), C.result_params(plain), m, cfg.epochs)
     else:
-        trk.log_metrics(m, step=cfg.steps)
+        trk.log_metrics(m, step=cfg.epochs)
     if baseline is not None:
         trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
     _converged(cfg, ds, result, trk)
@@ -383,7 +383,7 @@ def _converged(cfg, ds: Dataset, result: RunResult, trk) -> None:
         baseline_loss=m.get("baseline/loss"),
         standardized=cfg.dataset.standardize if ds.X is not None else None,
         lr=cfg.optimizer.lr,
-        steps=cfg.steps,
+        epochs=cfg.epochs,
     )
     trk.set_tags(verdict.tags())
     note = verdict.message(cfg.expect_converged, cfg.experiment_name)

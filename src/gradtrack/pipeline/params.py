@@ -1,7 +1,7 @@
 """``python -m gradtrack.pipeline.params [--check]``: params.yaml from conf/.
 
 params.yaml holds, per DVC train stage, the knobs ``dvc exp run -S`` changes:
-``train.<experiment>.{steps,seed,optimizer.lr}``. Each stage declares only its own
+``train.<experiment>.{epochs,seed,optimizer.lr}``. Each stage declares only its own
 subtree, so changing one experiment's knob re-runs that experiment alone. The values
 start as what Hydra composes for ``+experiment=<name>`` (so ``dvc exp show`` shows the
 real numbers); this command writes them, and ``--check`` (run by the tests) fails
@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 # The knobs each experiment exposes to DVC (dotted config keys).
-KNOBS = ("steps", "seed", "optimizer.lr")
+KNOBS = ("epochs", "seed", "optimizer.lr")
 
 HEADER = """\
 # Per-experiment knobs of the DVC train stages (dvc.yaml: train@<experiment> declares
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_file() and path.read_text() == text:
             return 0
         print(
-            f"{path}: out of date with conf/ (an experiment's steps, seed or lr changed); "
+            f"{path}: out of date with conf/ (an experiment's epochs, seed or lr changed); "
             "regenerate it with `python -m gradtrack.pipeline.params` and commit it",
             file=sys.stderr,
         )

@@ -1,7 +1,7 @@
 """``python -m gradtrack.pipeline.train EXPERIMENT [OVERRIDE ...]``: one DVC train stage.
 
 Runs ``gradtrack +experiment=EXPERIMENT`` with that experiment's knobs from
-params.yaml (``train.<EXPERIMENT>``: steps, seed, optimizer.lr; see pipeline/params.py)
+params.yaml (``train.<EXPERIMENT>``: epochs, seed, optimizer.lr; see pipeline/params.py)
 and then the given overrides, and tells the run which stage it is (an MLflow tag, see
 lineage.py).
 
@@ -33,7 +33,7 @@ class ParamsError(ValueError):
 
 
 def param_overrides(params: dict[str, Any], prefix: str = "") -> list[str]:
-    """{"optimizer": {"lr": 0.05}, "steps": None} → ["optimizer.lr=0.05"]."""
+    """{"optimizer": {"lr": 0.05}, "epochs": None} → ["optimizer.lr=0.05"]."""
     out: list[str] = []
     for key, value in params.items():
         name = f"{prefix}{key}"

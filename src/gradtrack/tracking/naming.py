@@ -35,7 +35,7 @@ _GROUPS = ("dataset", "model", "backend", "optimizer", "tracking")
 
 
 def override_key(override: str) -> str:
-    """``+optimizer.lr=0.1`` → ``optimizer.lr``; ``~steps`` → ``steps``."""
+    """``+optimizer.lr=0.1`` → ``optimizer.lr``; ``~epochs`` → ``epochs``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -130,7 +130,7 @@ def command(overrides: list[str]) -> str:
 def description(cfg: Any, overrides: list[str], commit: str | None) -> str:
     """The run's Markdown description: the experiment's purpose and how to rerun it."""
     purpose = (cfg.description or "").strip() or (
-        f"{cfg.model.name} on {cfg.dataset.name}, {cfg.optimizer.name}, {cfg.steps} steps."
+        f"{cfg.model.name} on {cfg.dataset.name}, {cfg.optimizer.name}, {cfg.epochs} epochs."
     )
     at = f" (at commit `{commit[:12]}`)" if commit else ""
     return f"{purpose}\n\nReproduce{at}:\n\n    {command(overrides)}\n"

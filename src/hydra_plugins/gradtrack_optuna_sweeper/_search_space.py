@@ -2,7 +2,7 @@
 
 ``optimizer.lr=interval(0.01,1.0)``   float in [0.01, 1.0]   (``tag(log, ...)``: log scale,
 ``tag(int, ...)``: integers)
-``steps=range(100,500,100)``          integer 100, 200, 300, 400 (stop excluded, as in Hydra)
+``epochs=range(100,500,100)``          integer 100, 200, 300, 400 (stop excluded, as in Hydra)
 ``optimizer=sgd,momentum,adam``       one of the choices (also ``choice(...)``)
 Any other override is fixed: every trial gets it as written.
 
