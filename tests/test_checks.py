@@ -47,7 +47,9 @@ def _problem_point(project, exp: str, overrides=()):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("exp", "overrides"), GRADCHECK_CASES)
-def test_backend_gradient_matches_hand_written_one(project, exp, overrides, backend):
+def test_backend_gradient_matches_the_complex_step_reference(project, exp, overrides, backend):
+    """Every backend, numpy included, against the complex-step derivative of the forward
+    loss; the autograd backends also against the hand-written numpy gradient."""
     from gradtrack.backends import get_backend
     from gradtrack.checks import gradient_check
 
@@ -55,6 +57,34 @@ def test_backend_gradient_matches_hand_written_one(project, exp, overrides, back
     gc = gradient_check(get_backend(backend), problem, params, ds.X, ds.y)
     assert gc.passed(GRADCHECK_TOL), gc.worst
     assert gc.max_rel_err < GRADCHECK_TOL, gc.worst
+    if backend == "numpy":
+        assert gc.max_rel_err_handwritten is None  # it would compare the code with itself
+    else:
+        assert gc.max_rel_err_handwritten < GRADCHECK_TOL, gc.worst_handwritten
+
+
+def test_complex_step_is_exact_where_central_differences_are_not():
+    """f(x) = 750/x + 10x at x = 1e-3: f' = -750/x² + 10 is known in closed form. Complex
+    step gets it to rounding; central differences (h ~ 1e-9 there) lose ~7 digits."""
+    from gradtrack.checks import complex_step_grad, finite_difference_grad, rel_err
+    from gradtrack.models.fence import Fence
+
+    x = 1e-3
+    exact = -750 / x**2 + 10
+    params = {"x": np.asarray(x)}
+    assert float(rel_err(complex_step_grad(Fence(), params, None, None)["x"], exact)) < 1e-15
+    assert float(rel_err(finite_difference_grad(Fence(), params, None, None)["x"], exact)) > 1e-9
+
+
+def test_stable_softplus_over_complex_numbers_matches_the_real_one():
+    from gradtrack.checks import ComplexOps
+
+    z = np.array([-800.0, -30.0, -1.0, 0.0, 1e-3, 2.0, 40.0, 800.0])
+    h = 1e-20
+    out = ComplexOps.softplus(z + 1j * h)
+    np.testing.assert_allclose(out.real, np.logaddexp(0, z), rtol=1e-15)
+    sigmoid = np.exp(-np.logaddexp(0, -z))
+    np.testing.assert_allclose(out.imag / h, sigmoid, rtol=4e-15, atol=1e-300)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +92,7 @@ def test_backend_gradient_matches_hand_written_one(project, exp, overrides, back
     [c for c in GRADCHECK_CASES if c != ("seed_logistic", ("dataset.features=[]",))],
 )
 def test_hand_written_gradient_matches_finite_differences(project, exp, overrides):
-    """The independent check for the numpy backend (whose reference is itself).
+    """A second independent reference for the numpy backend.
 
     Excluded: the notebook's log(p + tol) loss on raw features, where the sigmoid
     saturates and central differences straddle the kink (error ~1e-2 there).
@@ -89,32 +119,176 @@ def _broken_linear():
     return ForgotTheTwo()
 
 
+def _entry(where: str) -> tuple[str, float, float]:
+    name, rest = where.split(": ", 1)
+    backend_v = float(rest.split("backend=")[1].split(",")[0])
+    reference_v = float(rest.split("reference=")[1].split(",")[0])
+    return name, backend_v, reference_v
+
+
 @pytest.mark.parametrize("backend", ["torch", "tensorflow"])
-def test_wrong_hand_written_gradient_is_caught_and_located(project, backend):
+def test_wrong_hand_written_gradient_is_located_by_autograd(project, backend):
+    """Autograd is right, so the backend's own check passes; the hand-written gradient is
+    half of it, and the comparison says where."""
     from gradtrack.backends import get_backend
     from gradtrack.checks import gradient_check
 
     _, params, ds = _problem_point(project, "fit_linear")
     gc = gradient_check(get_backend(backend), _broken_linear(), params, ds.X, ds.y)
-    assert not gc.passed(GRADCHECK_TOL)
-    # autograd is right, the hand-written one is half of it: rel err = 1/2 everywhere
-    assert gc.max_rel_err == pytest.approx(0.5, rel=1e-9)
-    name, rest = gc.worst.split(": ", 1)
+    assert gc.passed(GRADCHECK_TOL)
+    assert gc.max_rel_err_handwritten == pytest.approx(0.5, rel=1e-9)
+    name, backend_v, reference_v = _entry(gc.worst_handwritten)
     assert name in {"b"} | {f"w[{i}]" for i in range(7)}
-    backend_v = float(rest.split("backend=")[1].split(",")[0])
-    reference_v = float(rest.split("reference=")[1].split(",")[0])
     assert backend_v == pytest.approx(2 * reference_v, rel=1e-9)
-    assert "rel_err=5.000e-01" in gc.worst
+    assert "rel_err=5.000e-01" in gc.worst_handwritten
 
 
-def test_wrong_gradient_on_numpy_backend_is_caught_by_finite_differences(project):
+def test_wrong_gradient_on_numpy_backend_fails_its_check(project):
     from gradtrack.backends import get_backend
     from gradtrack.checks import gradient_check
 
     _, params, ds = _problem_point(project, "fit_linear")
     gc = gradient_check(get_backend("numpy"), _broken_linear(), params, ds.X, ds.y)
+    assert not gc.passed(GRADCHECK_TOL)
+    assert gc.max_rel_err == pytest.approx(0.5, rel=1e-12)
+    assert "rel_err=5.000e-01" in gc.worst
     assert gc.max_rel_err_fd == pytest.approx(0.5, rel=1e-5)
-    assert "rel_err=5.000e-01" in gc.worst_fd
+
+
+# ---------------------------------------------------------------- a planted 1% error
+
+# One experiment per model (full batch, so a run costs little).
+PLANT_CASES = [
+    ("seed_quadratic_torch", "x"),
+    ("seed_fence", "x"),
+    ("seed_backprop_scaled", "w2"),
+    ("fit_linear", "b"),
+    ("fit_logistic", "w"),
+    ("seed_logistic", "w"),  # the notebook's log(p + tol) form
+]
+
+
+def _plant_one_percent(monkeypatch, exp: str, param: str) -> None:
+    """Scale one hand-written gradient (the whole of ``param``) by 1.01 in the model's class."""
+    from gradtrack.models import get_problem
+
+    cls = type(get_problem(compose(f"+experiment={exp}").model.name))
+    right = cls.loss_and_grad
+
+    def one_percent_off(self, params, X, y):
+        loss, grads = right(self, params, X, y)
+        return loss, {**grads, param: grads[param] * 1.01}
+
+    monkeypatch.setattr(cls, "loss_and_grad", one_percent_off)
+
+
+def _metrics_run(project, exp: str, backend: str, *extra: str):
+    from gradtrack.train import run
+
+    return run(
+        compose(
+            f"+experiment={exp}",
+            f"backend={backend}",
+            f"paths.root={project}",
+            "tracking.log_artifacts=false",
+            "tracking.log_model=false",
+            "checks.baseline=false",
+            *extra,
+        )
+    )
+
+
+@pytest.mark.parametrize(("exp", "param"), PLANT_CASES)
+def test_planted_one_percent_gradient_error_fails_the_numpy_run(project, monkeypatch, exp, param):
+    res = _metrics_run(project, exp, "numpy", "tracking=none")
+    assert res.metrics["gradcheck/pass"] == 1.0  # the honest model passes...
+    _plant_one_percent(monkeypatch, exp, param)
+    res = _metrics_run(project, exp, "numpy", "tracking=none")
+    assert res.metrics["gradcheck/pass"] == 0.0  # ...the planted error does not
+    # |1.01g - g| / |1.01g| on the planted entries
+    assert res.metrics["gradcheck/max_rel_err"] == pytest.approx(0.01 / 1.01, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
+def test_planted_error_is_in_every_backends_stored_metrics(project, monkeypatch, backend):
+    """Real tracked runs: numpy fails its check; an autograd backend passes its own and
+    reports how far the hand-written gradient is from autograd."""
+    _plant_one_percent(monkeypatch, "fit_logistic_1d", "b")
+    res = _metrics_run(project, "fit_logistic_1d", backend)
+    [r] = mlflow_runs(project)
+    m = r.data.metrics
+    assert r.info.status == "FINISHED" and r.info.run_id == res.run_id
+    if backend == "numpy":
+        assert m["gradcheck/pass"] == 0.0
+        assert m["gradcheck/max_rel_err"] == pytest.approx(0.01 / 1.01, rel=1e-6)
+        assert "gradcheck/max_rel_err_handwritten" not in m
+    else:
+        assert m["gradcheck/pass"] == 1.0
+        assert m["gradcheck/max_rel_err"] < GRADCHECK_TOL
+        assert m["gradcheck/max_rel_err_handwritten"] == pytest.approx(0.01 / 1.01, rel=1e-6)
+
+
+# ---------------------------------------------------------------- checks during training
+
+
+def _history(project, run_id: str, key: str) -> list[tuple[int, float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.parametrize(
+    ("steps", "every", "checked"),
+    [(10, 0, [0]), (10, 3, [0, 3, 6, 9]), (10, 5, [0, 5, 10]), (10, 1, list(range(11)))],
+)
+def test_gradcheck_every_checks_at_the_start_and_every_n_steps(project, steps, every, checked):
+    res = _metrics_run(
+        project, "seed_fence", "numpy", f"steps={steps}", f"checks.gradcheck_every={every}"
+    )
+    for key in ("gradcheck/max_rel_err", "gradcheck/max_rel_err_fd", "gradcheck/pass"):
+        assert [s for s, _ in _history(project, res.run_id, key)] == checked, key
+    assert res.metrics["gradcheck/pass"] == 1.0
+    assert len(res.losses) == steps  # the checks do not change the training
+
+
+def test_a_gradient_that_goes_wrong_during_training_is_caught_at_the_next_check(
+    project, monkeypatch
+):
+    """Right at x0 = 1, wrong by 1% once x > 4 (from the first step on: x1 = 8.4): the
+    initial check passes, the later ones fail, and gradcheck/pass stays 0 from then on."""
+    from gradtrack.models.fence import Fence
+
+    right = Fence.loss_and_grad
+
+    def wrong_past_four(self, params, X, y):
+        loss, g = right(self, params, X, y)
+        return loss, {"x": g["x"] * 1.01 if float(params["x"]) > 4 else g["x"]}
+
+    monkeypatch.setattr(Fence, "loss_and_grad", wrong_past_four)
+    res = _metrics_run(project, "seed_fence", "numpy", "steps=40", "checks.gradcheck_every=10")
+    passes = _history(project, res.run_id, "gradcheck/pass")
+    assert passes == [(0, 1.0), (10, 0.0), (20, 0.0), (30, 0.0), (40, 0.0)]
+    errs = dict(_history(project, res.run_id, "gradcheck/max_rel_err"))
+    assert errs[0] < GRADCHECK_TOL and errs[10] == pytest.approx(0.01 / 1.01, rel=1e-6)
+    assert res.metrics["gradcheck/pass"] == 0.0
+
+
+@pytest.mark.parametrize("exp", ["fit_linear", "fit_logistic"])
+def test_checks_near_the_optimum_compare_noise_to_the_first_gradient(project, exp):
+    """Trained to machine precision, the gradient is rounding noise (relative error O(1)
+    between any two correct computations): later checks still pass, see
+    checks.LATER_CHECK_FLOOR."""
+    res = _metrics_run(project, exp, "numpy", "tracking=none", "checks.gradcheck_every=100")
+    assert res.metrics["gradcheck/pass"] == 1.0
+
+
+def test_negative_gradcheck_every_is_a_config_error():
+    from gradtrack.config import validate
+    from gradtrack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="checks.gradcheck_every: must be >= 0"):
+        validate(compose("+experiment=seed_fence", "checks.gradcheck_every=-1"))
 
 
 # ---------------------------------------------------------------- baselines

@@ -114,7 +114,8 @@ class TrackingConfig:
 @dataclass
 class ChecksConfig:
     gradcheck: bool = True
-    # Also run the gradient check every N epochs (0 = only at the initial point).
+    # Check at the initial point, then after every N-th epoch (at epochs N, 2N, ... up
+    # to epochs), each logged at its step; 0 = only at the initial point.
     gradcheck_every: int = 0
     gradcheck_tol: float = 1e-7
     baseline: bool = True
@@ -287,6 +288,12 @@ def validate(cfg: Config) -> None:
     _check(errors, o.eps > 0, "optimizer.eps", f"must be > 0, got {o.eps}")
     _check(errors, o.clip_norm >= 0, "optimizer.clip_norm", f"must be >= 0, got {o.clip_norm}")
     _check(errors, m.tol > 0, "model.tol", f"must be > 0, got {m.tol}")
+    _check(
+        errors,
+        cfg.checks.gradcheck_every >= 0,
+        "checks.gradcheck_every",
+        f"must be >= 0 (0 = only at the initial point), got {cfg.checks.gradcheck_every}",
+    )
     _check(errors, d.target_scale != 0, "dataset.target_scale", "must not be 0")
     _check(errors, cfg.tracking.flush_every >= 1, "tracking.flush_every", "must be >= 1")
     _check(

@@ -170,9 +170,10 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     from gradtrack.tracking.budget import StepSelector
 
     metrics: dict[str, float] = {}
+    every = cfg.checks.gradcheck_every if cfg.checks.gradcheck else 0
+    floor = 0.0  # later checks: see checks.LATER_CHECK_FLOOR
     if cfg.checks.gradcheck:
-        metrics.update(_gradcheck(cfg, backend, problem, params0, ds))
-        trk.log_metrics(metrics)
+        floor = _gradcheck(cfg, backend, problem, params0, ds, trk, metrics, 0, 0.0).floor()
     plan = (
         None
         if ds.X is None
@@ -205,6 +206,8 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     ):
         while done < cfg.epochs:
             n = min(n, cfg.epochs - done)
+            if every:  # a chunk ends at the next checked step
+                n = min(n, every - done % every)
             t_chunk = time.perf_counter()
             with uninterrupted():  # a signal waits for the chunk (a fraction of a second)
                 rec = trainer.run(n)
@@ -240,6 +243,8 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             else:
                 last_done[:] = [np.array([done - 1]), {k: v[-1:] for k, v in series.items()}]
             bar.update(n, float(rec.losses[-1]))
+            if every and done % every == 0:
+                _gradcheck(cfg, backend, problem, trainer.params(), ds, trk, metrics, done, floor)
             n = next_chunk(n, elapsed, cfg.epochs - done)
     wall = time.perf_counter() - t0
     _send_series(trk, unsent)
@@ -259,10 +264,6 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
             "epochs_per_second": cfg.epochs / wall if wall > 0 else 0.0,
         }
     )
-    if cfg.checks.gradcheck and cfg.checks.gradcheck_every:
-        metrics.update(
-            {f"{k}_final": v for k, v in _gradcheck(cfg, backend, problem, params, ds).items()}
-        )
     return result
 
 
@@ -300,15 +301,31 @@ def _send_on_error(trk, unsent: list, last_done: list):
         raise
 
 
-def _gradcheck(cfg, backend, problem, params, ds) -> dict[str, float]:
+def _gradcheck(cfg, backend, problem, params, ds, trk, metrics, step: int, floor: float):
+    """Check the backend's gradient at ``params``, log it at ``step`` and keep it in
+    ``metrics``. ``gradcheck/pass`` is 1 while every check so far passed."""
     from gradtrack.checks import gradient_check
 
-    gc = gradient_check(backend, problem, params, ds.X, ds.y)
-    return {
+    gc = gradient_check(backend, problem, params, ds.X, ds.y, floor)
+    ok = gc.passed(cfg.checks.gradcheck_tol) and metrics.get(GRADCHECK_PASS, 1.0) == 1.0
+    found = {
         "gradcheck/max_rel_err": gc.max_rel_err,
         "gradcheck/max_rel_err_fd": gc.max_rel_err_fd,
-        "gradcheck/pass": float(gc.passed(cfg.checks.gradcheck_tol)),
+        GRADCHECK_PASS: float(ok),
     }
+    if gc.max_rel_err_handwritten is not None:
+        found["gradcheck/max_rel_err_handwritten"] = gc.max_rel_err_handwritten
+    metrics.update(found)
+    trk.log_metrics(found, step=step)
+    return gc
+
+
+GRADCHECK_PASS = "gradcheck/pass"
+
+
+def _once_per_check(m: dict[str, float]) -> dict[str, float]:
+    """The final metrics without gradcheck/*: those are logged at the steps checked."""
+    return {k: v for k, v in m.items() if not k.startswith("gradcheck/")}
 
 
 def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overrides) -> None:
@@ -359,9 +376,10 @@ def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, over
 
         # The model first, so the final metrics are logged once, to run and model alike.
         spec = LinearModelSpec.of(ds.feature_names, result.coef_, result.intercept_, cfg.model.name)
-        trk.log_model(spec, naming.model_name(cfg), C.result_params(plain), m, cfg.epochs)
+        final = _once_per_check(m)
+        trk.log_model(spec, naming.model_name(cfg), C.result_params(plain), final, cfg.epochs)
     else:
-        trk.log_metrics(m, step=cfg.epochs)
+        trk.log_metrics(_once_per_check(m), step=cfg.epochs)
     if baseline is not None:
         trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
     _converged(cfg, ds, result, trk)
