@@ -90,16 +90,30 @@ def test_sweep_labels_are_the_swept_values():
     assert job_label(" ".join(jobs[3]), keys) == "torch · lr=0.2"
 
 
-def test_overlay_of_64_jobs_puts_the_legend_beside_the_plot(tmp_path):
+def test_overlay_of_64_jobs_names_the_best_ten_and_greys_the_rest(tmp_path):
     from PIL import Image
 
     from gradtrack.artifacts import loss_overlay
 
     steps = np.arange(100)
     curves = {f"lr={i / 100:g}": (steps, 10.0 / (1 + i + steps)) for i in range(64)}
-    loss_overlay(curves, tmp_path / "o.png", "64 jobs")
+    order = [f"lr={i / 100:g}" for i in (5, 3, 60, 0, 1, 2, 4, 6, 7, 8, 9)]
+    legend = loss_overlay(curves, tmp_path / "o.png", "64 jobs", order=order)
+    assert legend[:3] == ["1. lr=0.05", "2. lr=0.03", "3. lr=0.6"]
+    assert len(legend) == 11 and legend[-1] == "54 others"
+    # Without an order: the lowest final losses (here the largest i) first.
+    legend = loss_overlay(curves, tmp_path / "d.png", "64 jobs")
+    assert legend[:2] == ["1. lr=0.63", "2. lr=0.62"] and legend[-1] == "54 others"
     w, h = Image.open(tmp_path / "o.png").size
-    assert w > 1.4 * h  # the legend (3 columns) widens the figure instead of covering it
+    assert w > 1.4 * h  # the legend sits beside the plot instead of covering it
+
+
+def test_overlay_of_a_few_runs_names_each_in_the_given_order(tmp_path):
+    from gradtrack.artifacts import loss_overlay
+
+    steps = np.arange(10)
+    curves = {name: (steps, 1.0 / (1 + k + steps)) for k, name in enumerate("cab")}
+    assert loss_overlay(curves, tmp_path / "o.png", "3 runs") == ["c", "a", "b"]
 
 
 # -- ranking -----------------------------------------------------------------------

@@ -80,6 +80,56 @@ def test_sweep_groups_jobs_under_one_parent_with_summary(project):
     assert len(csv_text.strip().splitlines()) == 3  # header + 2 jobs
 
 
+def test_summary_of_sixteen_jobs_is_the_report_table_and_a_readable_overlay(tmp_path, monkeypatch):
+    """write_summary on a real store: the report's table (CSV and Markdown), the best
+    ten jobs named in the overlay's legend in rank order, the failed one listed."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from gradtrack import artifacts, report, sweep
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("s")
+    parent = client.create_run(exp).info.run_id
+    jobs = [f"model=quadratic optimizer.lr={k / 100:g}" for k in range(1, 17)]
+    for k, job in enumerate(jobs, start=1):
+        run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "overrides": job})
+        curve = [1.0 / (1 + k * t) for t in range(20)]
+        points = [Metric("Training/loss", v, 0, t) for t, v in enumerate(curve)]
+        client.log_batch(run.info.run_id, metrics=[*points, Metric("final_loss", curve[-1], 0, 20)])
+        if k == 16:
+            client.set_tag(run.info.run_id, "error", "diverged | at step 3")
+        client.set_terminated(run.info.run_id, "FAILED" if k == 16 else "FINISHED")
+    rows = sweep.collect_children(client, exp, parent, jobs)
+    shown = []
+    real = artifacts.loss_overlay
+    monkeypatch.setattr(artifacts, "loss_overlay", lambda *a, **kw: shown.extend(real(*a, **kw)))
+
+    assert sweep.write_summary(client, parent, rows, "final_loss", ["optimizer.lr"]) == "FAILED"
+    # Best first: the largest lr falls furthest; the FAILED job ranks after every FINISHED one.
+    assert shown[:3] == ["1. lr=0.15", "2. lr=0.14", "3. lr=0.13"]
+    assert len(shown) == 11 and shown[-1] == "6 others"
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    md = Path(client.download_artifacts(parent, "sweep_summary.md", str(dl))).read_text()
+    csv_path = Path(client.download_artifacts(parent, "sweep_summary.csv", str(dl)))
+    csv_text = csv_path.read_bytes().decode()
+    header, body = report.metrics_table(
+        [([r.overrides, r.status, r.run_id], r.metrics, r.error) for r in rows],
+        ["overrides", "status", "run_id"],
+        first="final_loss",
+        last="error",
+    )
+    assert header == ["overrides", "status", "run_id", "final_loss", "error"]
+    assert csv_text == report.csv_table(header, body)
+    assert report.markdown_table(header, body) in md
+    assert "diverged \\| at step 3" in md  # escaped inside the table
+    assert md.index("## Failed jobs") > md.index("| overrides |")
+    assert "`model=quadratic optimizer.lr=0.15` = " in md.splitlines()[2]
+    png = Path(client.download_artifacts(parent, "loss_curves.png", str(dl))).read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize(
     "bad, named",
     [

@@ -157,32 +157,76 @@ def coefficient_chart(
     fig.savefig(path)
 
 
-def loss_overlay(curves: dict[str, tuple], path: Path, title: str) -> None:
+# An overlay names at most this many curves; with more, the best LEGEND_BEST are drawn
+# in colour and named, the rest in grey under one "others" entry.
+LEGEND_BEST = 10
+# tab10 without its grey (kept for "others"), then black: ten distinct colours.
+_COLORS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#000000",
+]  # fmt: skip
+
+
+def _final(losses) -> float:
+    """The last finite value of a curve (inf when it has none: it ranks last)."""
+    v = np.asarray(losses, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v[-1]) if v.size else float("inf")
+
+
+def loss_overlay(
+    curves: dict[str, tuple],
+    path: Path,
+    title: str,
+    order: list[str] | None = None,
+    by: str = "final loss",
+) -> list[str]:
     """Several runs' loss histories on one plot: label → (steps, losses).
 
-    Readable at any count: the legend sits outside the axes (in columns when long)
-    and many runs get colours from one colormap rather than a repeating cycle.
+    Readable at any count: up to LEGEND_BEST curves each get a colour and a legend entry
+    beside the axes, in the given order. With more, the first LEGEND_BEST labels of
+    ``order`` (default: the lowest final losses first; ``by`` names the ranking) are
+    drawn in colour, numbered by rank, on top of the others in light grey, which share
+    one legend entry. Returns the legend's labels.
     """
     plt = _pyplot()
     n = len(curves)
-    ncol = max(1, -(-n // 24))  # at most 24 legend rows
-    fig, ax = plt.subplots(figsize=(7 + 2.2 * ncol if n else 7, 4.5))
-    colors = plt.cm.viridis(np.linspace(0, 0.95, n)) if n > 10 else [None] * n
-    for (label, (steps, losses)), color in zip(curves.items(), colors):
-        ax.plot(steps, losses, label=label, lw=1.2, color=color)
+    ranked = [k for k in (order or []) if k in curves]
+    ranked += sorted((k for k in curves if k not in ranked), key=lambda k: _final(curves[k][1]))
+    best = list(curves) if n <= LEGEND_BEST else ranked[:LEGEND_BEST]
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    rest = [k for k in curves if k not in best]
+    for i, label in enumerate(rest):
+        steps, losses = curves[label]
+        name = f"{len(rest)} others" if i == 0 else None
+        ax.plot(steps, losses, lw=0.8, color="0.75", label=name, zorder=1)
+    colors = [_COLORS[i % len(_COLORS)] for i in range(len(best))]
+    numbered = len(best) < n
+    for i, (label, color) in enumerate(zip(best, colors)):
+        steps, losses = curves[label]
+        text = f"{i + 1}. {label}" if numbered else label
+        ax.plot(steps, losses, lw=1.5, color=color, label=text, zorder=3 + len(best) - i)
     if n and wants_log_axis(*(c[1] for c in curves.values())):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
+    labels: list[str] = []
     if n:
+        handles, labels = ax.get_legend_handles_labels()
+        if rest:  # the named curves first, "others" last
+            handles, labels = handles[1:] + handles[:1], labels[1:] + labels[:1]
         ax.legend(
-            fontsize=7 if n <= 24 else 6,
+            handles,
+            labels,
+            fontsize=7,
             loc="upper left",
             bbox_to_anchor=(1.01, 1.0),
-            ncol=ncol,
             frameon=False,
+            title=f"best {len(best)} of {n} by {by}" if rest else None,
+            title_fontsize=7,
         )
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return labels

@@ -9,6 +9,8 @@ call it directly on its children.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import math
 import sys
 from pathlib import Path
@@ -25,6 +27,8 @@ FINAL_METRICS = (
     "epochs_per_second",
 )
 BASELINE_METRICS = ("baseline/coef_max_rel_err", "baseline/loss_gap", "baseline/pass")
+# The metric columns of a comparison (those at least one run has), in this order.
+METRIC_COLUMNS = FINAL_METRICS + BASELINE_METRICS
 # Params that differ between every run and say nothing about the configuration.
 IGNORED_PARAMS = ("tracking.run_name",)
 MAX_RUNS = 10_000
@@ -40,11 +44,12 @@ def default_tracking_uri() -> str:
 
 
 def _fmt(value: Any) -> str:
+    """A table cell: floats to 10 significant digits (a sweep's ties are 1e-9 apart)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return f"{value:.10g}" if math.isfinite(value) else str(value)
+    return str(value)
 
 
 def _label(run) -> str:
@@ -66,17 +71,32 @@ def run_status(run, here: dict[str, str] | None = None) -> str:
     return run.info.status
 
 
+def metrics_table(
+    records: list[tuple[list[str], dict[str, float], str]],
+    lead: list[str],
+    first: str | None = None,
+    last: str = "note",
+) -> tuple[list[str], list[list[str]]]:
+    """The comparison table of the report and of a sweep's summary.
+
+    Each record is (its ``lead`` cells, its metrics, its ``last`` cell). The metric
+    columns are METRIC_COLUMNS (``first``, e.g. the sweep metric, leading) that at
+    least one record has.
+    """
+    wanted = ([first] if first else []) + [m for m in METRIC_COLUMNS if m != first]
+    cols = [m for m in wanted if any(m in met for _, met, _ in records)] or wanted[:1]
+    header = [*lead, *cols, last]
+    rows = [[*cells, *(_fmt(met.get(c)) for c in cols), note] for cells, met, note in records]
+    return header, rows
+
+
 def comparison_rows(runs: list) -> tuple[list[str], list[list[str]]]:
     """Header and one row per run: run, status, differing params, metrics, errors."""
     from gradtrack.tracking.owner import GONE_TAG, owner_tags
 
     here = owner_tags()
     params = differing_params(runs)
-    metrics = [
-        m for m in FINAL_METRICS + BASELINE_METRICS if any(m in r.data.metrics for r in runs)
-    ]
-    header = ["run", "status", *params, *metrics, "note"]
-    rows = []
+    records = []
     for r in runs:
         t = r.data.tags
         note = ""
@@ -91,44 +111,54 @@ def comparison_rows(runs: list) -> tuple[list[str], list[list[str]]]:
         status = run_status(r, here)
         if status == "DEAD":
             note = "process gone; `gradtrack-report --fix-stale` ends it FAILED"
-        rows.append(
-            [
-                _label(r),
-                status,
-                *[_fmt(r.data.params.get(p)) for p in params],
-                *[_fmt(r.data.metrics.get(m)) for m in metrics],
-                _fmt(note),
-            ]
-        )
-    return header, rows
+        lead = [_label(r), status, *[_fmt(r.data.params.get(p)) for p in params]]
+        records.append((lead, dict(r.data.metrics), note))
+    return metrics_table(records, ["run", "status", *params])
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_fmt(h) for h in header) + " |"]
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; ``|`` and line breaks in cells are escaped."""
+
+    def cell(c: Any) -> str:
+        return _fmt(c).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
     lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def loss_histories(client, runs: list, key: str = STEP_LOSS) -> dict[str, tuple]:
-    """label → (steps, values) of each run's metric history, in step order.
+def csv_table(header: list[str], rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *rows])
+    return buf.getvalue()
 
-    Runs recorded before the per-step loss moved to ``Training/loss`` have ``loss``.
+
+def histories(client, run_ids: dict[str, str], key: str = STEP_LOSS) -> dict[str, tuple]:
+    """label → (steps, values) of each run's ``key`` history, in step order.
+
+    ``run_ids`` maps a label to a run id; runs without that history are left out. Runs
+    recorded before the per-step loss moved to ``Training/loss`` have ``loss``.
     """
     import numpy as np
 
     out = {}
-    for r in runs:
-        hist = client.get_metric_history(r.info.run_id, key)
+    for label, run_id in run_ids.items():
+        hist = client.get_metric_history(run_id, key)
         if not hist and key == STEP_LOSS:
-            hist = client.get_metric_history(r.info.run_id, "loss")
+            hist = client.get_metric_history(run_id, "loss")
         hist = sorted(hist, key=lambda m: m.step)
         if hist:
-            out[_label(r)] = (
+            out[label] = (
                 np.array([m.step for m in hist], dtype=np.int64),
                 np.array([m.value for m in hist], dtype=np.float64),
             )
     return out
+
+
+def loss_histories(client, runs: list, key: str = STEP_LOSS) -> dict[str, tuple]:
+    """label → (steps, values) of each run's metric history, in step order."""
+    return histories(client, {_label(r): r.info.run_id for r in runs}, key)
 
 
 def build_report(client, runs: list, out_dir: Path, title: str = "gradtrack runs") -> Path:
@@ -162,7 +192,7 @@ def build_report(client, runs: list, out_dir: Path, title: str = "gradtrack runs
         "",
         "## Comparison",
         "",
-        _markdown_table(header, rows),
+        markdown_table(header, rows),
         "",
         "Columns between *status* and the metrics are the params that differ between runs; "
         f"{len(same)} other params are identical.",

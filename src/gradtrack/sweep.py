@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import atexit
-import csv
-import io
 import math
 import os
 import sys
@@ -39,15 +37,6 @@ from gradtrack.tracking.naming import ENV_SWEPT, STEP_LOSS
 ENV_PARENT = "GRADTRACK_PARENT_RUN_ID"
 ENV_SWEEP = "GRADTRACK_SWEEP_ID"
 ENV_OVERRIDES = "GRADTRACK_JOB_OVERRIDES"
-# Child metrics shown in the comparison table, besides the sweep metric.
-TABLE_METRICS = (
-    "final_loss",
-    "r2",
-    "accuracy",
-    "final_x",
-    "baseline/pass",
-    "epochs_per_second",
-)
 # Sweep-metric values this close (relative) are a tie, not a ranking.
 TIE_RTOL = 1e-9
 TIE_BREAK = "earliest job"
@@ -483,25 +472,6 @@ def register_champion(
     return True
 
 
-def table(rows: list[ChildRow], metric: str) -> tuple[list[str], list[list[str]]]:
-    cols = [metric] + [m for m in TABLE_METRICS if m != metric]
-    cols = [c for c in cols if any(c in r.metrics for r in rows)] or [metric]
-    header = ["overrides", "status", "run_id", *cols, "error"]
-    body = []
-    for r in rows:
-        vals = [f"{r.metrics[c]:.10g}" if c in r.metrics else "" for c in cols]
-        body.append(
-            [
-                r.overrides,
-                r.status,
-                r.run_id or "",
-                *vals,
-                r.error.splitlines()[0] if r.error else "",
-            ]
-        )
-    return header, body
-
-
 def best_sentence(ranking: Ranking, metric: str) -> str:
     """How the best child was chosen, ties and tie-break included (one line)."""
     best = ranking.best
@@ -532,19 +502,33 @@ def write_summary(
     """
     from mlflow.entities import Metric, RunTag
 
+    from gradtrack import report
+    from gradtrack.artifacts import loss_overlay
+
     failed = [r for r in rows if r.status != "FINISHED"]
     ranking = rank(rows, metric, maximize)
     best = ranking.best
-    header, body = table(rows, metric)
+    header, body = report.metrics_table(
+        [([r.overrides, r.status, r.run_id or ""], r.metrics, _first_line(r.error)) for r in rows],
+        ["overrides", "status", "run_id"],
+        first=metric,
+        last="error",
+    )
+    labels = job_labels(rows, swept)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        buf = io.StringIO()
-        csv.writer(buf).writerows([header, *body])
-        (d / "sweep_summary.csv").write_text(buf.getvalue())
+        (d / "sweep_summary.csv").write_text(report.csv_table(header, body))
         (d / "sweep_summary.md").write_text(
-            _markdown(header, body, rows, failed, ranking, metric, maximize)
+            _markdown(report.markdown_table(header, body), rows, failed, ranking, metric, maximize)
         )
-        _loss_curves(client, rows, d / "loss_curves.png", swept)
+        runs = {labels[id(r)]: r.run_id for r in rows if r.run_id is not None}
+        loss_overlay(
+            report.histories(client, runs, STEP_LOSS),
+            d / "loss_curves.png",
+            "sweep: loss per job",
+            order=[labels[id(r)] for r in ranking.ranked],
+            by=metric,
+        )
         client.log_artifacts(parent_run_id, str(d))
     tags = [
         RunTag("failed_jobs", str(len(failed))),
@@ -581,10 +565,12 @@ def write_summary(
     return "FAILED" if failed else "FINISHED"
 
 
-def _markdown(header, body, rows, failed, ranking: Ranking, metric, maximize=False) -> str:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|")
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
 
+
+def _markdown(table: str, rows, failed, ranking: Ranking, metric, maximize=False) -> str:
+    """The summary document: the best job and how it was chosen, the table, failures."""
     lines = [f"# Sweep summary ({len(rows)} jobs, {len(failed)} failed)", ""]
     best = ranking.best
     if best is not None:
@@ -601,14 +587,10 @@ def _markdown(header, body, rows, failed, ranking: Ranking, metric, maximize=Fal
                 + f". Tie broken by the {TIE_BREAK}.",
                 "",
             ]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    lines.append(table)
     if failed:
         lines += ["", "## Failed jobs", ""]
-        lines += [
-            f"- `{r.overrides}`: {r.status} {esc(r.error.splitlines()[0]) if r.error else ''}"
-            for r in failed
-        ]
+        lines += [f"- `{r.overrides}`: {r.status} {_first_line(r.error)}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -623,20 +605,14 @@ def job_label(overrides: str, swept: list[str] | None) -> str:
     return " · ".join(short_override(o) for o in distinguishing(parts)) or overrides
 
 
-def _loss_curves(client: Any, rows: list[ChildRow], path: Path, swept=None) -> None:
-    from gradtrack.artifacts import loss_overlay
-
-    curves = {}
+def job_labels(rows: list[ChildRow], swept: list[str] | None) -> dict[int, str]:
+    """id(row) → its distinct legend label (status and, for a repeated job, run id added)."""
+    out: dict[int, str] = {}
     for r in rows:
-        if r.run_id is None:
-            continue
-        hist = sorted(client.get_metric_history(r.run_id, STEP_LOSS), key=lambda m: m.step)
-        if not hist:
-            continue
         label = job_label(r.overrides, swept)
         if r.status != "FINISHED":
             label += f" [{r.status}]"
-        if label in curves:  # the same job twice (e.g. a rerun): keep both curves
+        if label in out.values() and r.run_id:  # the same job twice (e.g. a rerun)
             label += f" ({r.run_id[:6]})"
-        curves[label] = ([m.step for m in hist], [m.value for m in hist])
-    loss_overlay(curves, path, "sweep: loss per job")
+        out[id(r)] = label
+    return out
