@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradtrack.backends.numpy_backend import NumpyOps
 from gradtrack.models.base import Params
 
 TINY = 1e-30
@@ -44,35 +45,21 @@ def finite_difference_grad(problem, params: Params, X, y, eps: float = 1e-6) -> 
     return grads
 
 
-class ComplexOps:
+class ComplexOps(NumpyOps):
     """The forward-pass namespace over complex numbers, for complex-step derivatives.
 
     Every operation is complex-analytic, so f(x + ih) = f(x) + ih·f'(x) + O(h²) and
     Im f(x + ih) / h is the derivative with no subtraction: accurate to rounding for
     any h (1e-20 here), unlike finite differences. It evaluates the problem's own
-    forward ``loss``, not its hand-written backward pass.
+    forward ``loss``, not its hand-written backward pass. numpy's tanh, exp, log, mean
+    and matmul take complex input as they are; only softplus needs another form.
     """
-
-    tanh = staticmethod(np.tanh)
-    exp = staticmethod(np.exp)
-    log = staticmethod(np.log)
-    sqrt = staticmethod(np.sqrt)
-    sum = staticmethod(np.sum)
-    mean = staticmethod(np.mean)
 
     @staticmethod
     def softplus(z):
         # log(1 + e^z), analytic on each branch: z + log1p(e^-z) for Re z > 0 (no overflow).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return np.where(z.real > 0, z + _log1p(np.exp(-z)), _log1p(np.exp(z)))
-
-    @staticmethod
-    def reciprocal(a):
-        return 1 / a
-
-    @staticmethod
-    def matvec(X, w):
-        return X @ w
 
 
 def _log1p(u):
