@@ -61,6 +61,11 @@ class ComplexOps(NumpyOps):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return np.where(z.real > 0, z + _log1p(np.exp(-z)), _log1p(np.exp(z)))
 
+    @staticmethod
+    def matvec(X, w):
+        # Two real products: X @ complex w would first copy X to complex (16 bytes/entry).
+        return X @ w.real + 1j * (X @ w.imag) if np.iscomplexobj(w) else X @ w
+
 
 def _log1p(u):
     """log(1 + u) for complex u, accurate for small |u| (numpy's complex log1p is not:
