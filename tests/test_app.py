@@ -112,14 +112,14 @@ def test_every_model_and_backend_composes_and_validates():
             assert cfg.backend.name == backend
 
 
-def _gradient_descent_trace(X: np.ndarray, y: np.ndarray, lr: float, steps: int, seed: int):
+def _gradient_descent_trace(X: np.ndarray, y: np.ndarray, lr: float, epochs: int, seed: int):
     """seed_linear written out by hand: full-batch gradient descent on mean((Xw + b - y)²)
-    from the normal(0, 1) draw every backend starts from; the loss before each step."""
+    from the normal(0, 1) draw every backend starts from; the loss before each epoch."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal(X.shape[1])
     b = rng.standard_normal()
     losses = []
-    for _ in range(steps):
+    for _ in range(epochs):
         r = X @ w + b - y
         losses.append(np.mean(r**2))
         w, b = w - lr * 2 * X.T @ r / len(y), b - lr * 2 * np.mean(r)
@@ -139,7 +139,7 @@ def test_same_experiment_same_trace_on_every_backend(project, backend):
         "backend.dtype=float64",
     )
     _, ds = prepare(cfg)
-    ref = _gradient_descent_trace(ds.X, ds.y, cfg.optimizer.lr, cfg.steps, cfg.seed)
+    ref = _gradient_descent_trace(ds.X, ds.y, cfg.optimizer.lr, cfg.epochs, cfg.seed)
     assert ref[-1] < ref[0] / 4  # the reference itself trains
     np.testing.assert_allclose(run(cfg).losses, ref, rtol=1e-9)
 

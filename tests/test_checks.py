@@ -239,23 +239,23 @@ def _history(project, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 @pytest.mark.parametrize(
-    ("steps", "every", "checked"),
+    ("epochs", "every", "checked"),
     [(10, 0, [0]), (10, 3, [0, 3, 6, 9]), (10, 5, [0, 5, 10]), (10, 1, list(range(11)))],
 )
-def test_gradcheck_every_checks_at_the_start_and_every_n_steps(project, steps, every, checked):
+def test_gradcheck_every_checks_at_the_start_and_every_n_epochs(project, epochs, every, checked):
     res = _metrics_run(
-        project, "seed_fence", "numpy", f"steps={steps}", f"checks.gradcheck_every={every}"
+        project, "seed_fence", "numpy", f"epochs={epochs}", f"checks.gradcheck_every={every}"
     )
     for key in ("gradcheck/max_rel_err", "gradcheck/max_rel_err_fd", "gradcheck/pass"):
         assert [s for s, _ in _history(project, res.run_id, key)] == checked, key
     assert res.metrics["gradcheck/pass"] == 1.0
-    assert len(res.losses) == steps  # the checks do not change the training
+    assert len(res.losses) == epochs  # the checks do not change the training
 
 
 def test_a_gradient_that_goes_wrong_during_training_is_caught_at_the_next_check(
     project, monkeypatch
 ):
-    """Right at x0 = 1, wrong by 1% once x > 4 (from the first step on: x1 = 8.4): the
+    """Right at x0 = 1, wrong by 1% once x > 4 (from the first epoch on: x1 = 8.4): the
     initial check passes, the later ones fail, and gradcheck/pass stays 0 from then on."""
     from gradtrack.models.fence import Fence
 
@@ -266,7 +266,7 @@ def test_a_gradient_that_goes_wrong_during_training_is_caught_at_the_next_check(
         return loss, {"x": g["x"] * 1.01 if float(params["x"]) > 4 else g["x"]}
 
     monkeypatch.setattr(Fence, "loss_and_grad", wrong_past_four)
-    res = _metrics_run(project, "seed_fence", "numpy", "steps=40", "checks.gradcheck_every=10")
+    res = _metrics_run(project, "seed_fence", "numpy", "epochs=40", "checks.gradcheck_every=10")
     passes = _history(project, res.run_id, "gradcheck/pass")
     assert passes == [(0, 1.0), (10, 0.0), (20, 0.0), (30, 0.0), (40, 0.0)]
     errs = dict(_history(project, res.run_id, "gradcheck/max_rel_err"))

@@ -206,7 +206,7 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     ):
         while done < cfg.epochs:
             n = min(n, cfg.epochs - done)
-            if every:  # a chunk ends at the next checked step
+            if every:  # a chunk ends at the next checked epoch
                 n = min(n, every - done % every)
             t_chunk = time.perf_counter()
             with uninterrupted():  # a signal waits for the chunk (a fraction of a second)
@@ -324,7 +324,7 @@ GRADCHECK_PASS = "gradcheck/pass"
 
 
 def _once_per_check(m: dict[str, float]) -> dict[str, float]:
-    """The final metrics without gradcheck/*: those are logged at the steps checked."""
+    """The final metrics without gradcheck/*: those are logged at the epochs checked."""
     return {k: v for k, v in m.items() if not k.startswith("gradcheck/")}
 
 
