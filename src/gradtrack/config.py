@@ -166,6 +166,10 @@ class Config:
     progress_min_epochs: int = 500
     # Metric that picks the best child of a sweep (lower is better).
     sweep_metric: str = "final_loss"
+    # Answer from a FINISHED run with the same fingerprint instead of training
+    # (tracking/reuse.py): true, false (always train), or null = on in a sweep, off
+    # for a single run.
+    reuse: bool | None = None
 
 
 # Config keys that never change what a run computes: where files go, how and where it
@@ -184,6 +188,7 @@ PLUMBING = (
     "experiment_name",
     "description",
     "expect_converged",  # only softens the convergence note
+    "reuse",  # whether a stored result may answer, not what the result is
 )
 
 

@@ -56,6 +56,7 @@ class RunResult:
     intercept_: float | None = None
     run_id: str | None = None
     experiment_id: str | None = None
+    reused_from: str | None = None  # set when a FINISHED run answered (tracking/reuse.py)
 
 
 def project_root(cfg: C.Config) -> Path:
@@ -96,23 +97,31 @@ def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
     from omegaconf import OmegaConf
 
     root, ds = prepare(cfg)
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    # [reuse] fingerprint; a FINISHED run with the same one answers (tracking/reuse.py)
+    from gradtrack.tracking import reuse
+
+    decision = reuse.decide(cfg, root, plain, ds.digest)
+    if decision.match is not None:
+        return reuse.result_of(decision)
     problem = get_problem(cfg.model.name, cfg.model.loss_form, cfg.model.tol)
     rng = np.random.default_rng(cfg.seed)
     spec = InitSpec(cfg.model.init, cfg.model.init_scale, cfg.model.init_value, cfg.model.x0)
     params0 = problem.init_params(ds.n_features, spec, rng)
     backend = get_backend(cfg.backend.name)
 
-    plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     tracker = _open_tracker(cfg, root, overrides or [])
     with tracker as trk:
         # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
         trk.log_params(C.result_params(plain))
-        trk.set_tags(_tags(cfg, root, ds))
+        trk.set_tags({**_tags(cfg, root, ds), **decision.tags})  # [reuse] fingerprint tags
         if ds.frame is not None:
             trk.log_input(ds)
         result = _train(cfg, problem, backend, params0, ds, trk)
         result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
         _finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
+        if decision.enabled:  # [reuse] a concurrent start trained it too: say so
+            trk.set_tags(reuse.mark_duplicates(cfg, root, trk.run_id, decision.fingerprint))
     return result
 
 
