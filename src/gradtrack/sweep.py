@@ -60,6 +60,10 @@ class ChildRow:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     model_id: str | None = None  # the child's LoggedModel (linear/logistic runs)
+    # [reuse] the run this job's result came from ("earlier": a previous invocation of
+    # this sweep), and which invocation created the child (tracking/reuse.py).
+    reused: str = ""
+    invocation: str = ""
 
 
 def expand_sweep(config: DictConfig) -> list[list[str]]:
@@ -149,6 +153,9 @@ class MlflowSweepCallback(Callback):
         # part of its search, and its direction decides which child is best.
         self.failed_jobs_ok = False
         self.maximize = False
+        # [resume] this sweep's identity and this invocation of it (tracking/resume.py)
+        self.sweep_fingerprint: str | None = None
+        self.invocation: str | None = None
 
     # -- Hydra hooks -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -165,6 +172,10 @@ class MlflowSweepCallback(Callback):
         first = typed[0] if typed else OmegaConf.to_object(_without_hydra(config))
         if not first.tracking.enabled:
             return
+        from gradtrack.tracking import resume  # [resume]
+
+        self.sweep_fingerprint = resume.sweep_fingerprint(config, typed, bool(jobs))
+        self.invocation = resume.new_invocation()
         self._open_parent(first, config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -175,6 +186,8 @@ class MlflowSweepCallback(Callback):
         os.environ[ENV_PARENT] = self.parent_run_id
         os.environ[ENV_SWEEP] = self.sweep_id or ""
         os.environ[ENV_OVERRIDES] = " ".join(config.hydra.overrides.task)
+        if self.invocation:  # [resume]
+            os.environ["GRADTRACK_SWEEP_INVOCATION"] = self.invocation
         if self.swept is not None:
             os.environ[ENV_SWEPT] = ",".join(self.swept)
 
@@ -194,6 +207,8 @@ class MlflowSweepCallback(Callback):
         client, self.experiment_id = open_store(target, cfg.tracking.experiment)
         self.tracking_uri = target.uri
         self.sweep_id = uuid.uuid4().hex[:12]
+        if self._reopen(client):  # [resume] the same sweep ran before: continue it
+            return
         self.sweep_metric = cfg.sweep_metric
         self.register_best = cfg.tracking.register_best or None
         task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
@@ -220,9 +235,33 @@ class MlflowSweepCallback(Callback):
                 "sweep_metric": self.sweep_metric,
                 "launcher": str(OmegaConf.select(config, "hydra.launcher._target_", default="")),
                 **owner_tags(),
+                **({"sweep_fingerprint": self.sweep_fingerprint} if self.sweep_fingerprint else {}),
             },
         )
         self.parent_run_id = run.info.run_id
+        self._activate()
+        print(f"gradtrack sweep {self.sweep_id}: {n_jobs} jobs, parent run {run.info.run_id}")
+
+    def _reopen(self, client: Any) -> bool:
+        """[resume] Reopen this sweep's previous parent run; False when there is none."""
+        from gradtrack.tracking import resume
+
+        if not self.sweep_fingerprint:
+            return False
+        old = resume.find_parent(client, self.experiment_id, self.sweep_fingerprint)
+        if old is None:
+            return False
+        resume.reopen(client, old)
+        self.parent_run_id = old.info.run_id
+        self.sweep_id = old.data.tags.get("sweep_id") or self.sweep_id
+        self._activate()
+        print(
+            f"gradtrack sweep {self.sweep_id}: resuming parent run {self.parent_run_id} "
+            f"(last {old.info.status}); jobs with a FINISHED run are reused, the others run"
+        )
+        return True
+
+    def _activate(self) -> None:
         global _ACTIVE
         _ACTIVE = self
         # Also exported here, so processes forked/spawned later inherit them.
@@ -231,7 +270,8 @@ class MlflowSweepCallback(Callback):
         # A failed job makes Hydra raise out of the sweep (on_multirun_end never
         # runs); the parent must still get its summary and must not stay RUNNING.
         atexit.register(self.finish)
-        print(f"gradtrack sweep {self.sweep_id}: {n_jobs} jobs, parent run {run.info.run_id}")
+        if self.invocation:  # [resume]
+            os.environ["GRADTRACK_SWEEP_INVOCATION"] = self.invocation
 
     def finish(self) -> None:
         """Summarise the children onto the parent run and end it (idempotent)."""
@@ -244,6 +284,7 @@ class MlflowSweepCallback(Callback):
         status = "FAILED"
         try:
             rows = collect_children(client, self.experiment_id, self.parent_run_id, self.jobs)
+            self._record_reuse(client, rows)  # [reuse]
             status = write_summary(
                 client,
                 self.parent_run_id,
@@ -263,6 +304,26 @@ class MlflowSweepCallback(Callback):
             global _ACTIVE
             if _ACTIVE is self:
                 _ACTIVE = None
+
+    def _record_reuse(self, client: Any, rows: list[ChildRow]) -> None:
+        """[reuse] Mark reused rows; tag and print how many jobs were reused/run/failed."""
+        from mlflow.entities import Metric, RunTag
+
+        from gradtrack.tracking import resume, reuse
+
+        reuse.mark_rows(rows, self.invocation)
+        counts = reuse.sweep_counts(rows, self.invocation)
+        tags = resume.count_tags(counts)
+        client.log_batch(
+            self.parent_run_id,
+            metrics=[Metric(f"sweep/{k}_jobs", float(v), 0, 0) for k, v in counts.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+            synchronous=True,
+        )
+        print(
+            f"gradtrack sweep: {counts['reused']} jobs reused, {counts['run']} run, "
+            f"{counts['failed']} failed"
+        )
 
 
 # -- hooks for sweepers that choose their jobs as they go (the Optuna sweeper) ------
@@ -349,7 +410,9 @@ def collect_children(
         max_results=50_000,
     )
     by_overrides: dict[str, list[Any]] = {}
-    for r in sorted(runs, key=lambda r: r.info.start_time or 0):
+    # [resume] FINISHED first: a job's FINISHED child answers for it; the FAILED or
+    # KILLED tries it replaces (an interrupted invocation) are left out of the rows.
+    for r in sorted(runs, key=lambda r: (r.info.status != "FINISHED", r.info.start_time or 0)):
         by_overrides.setdefault(r.data.tags.get("overrides", ""), []).append(r)
     rows: list[ChildRow] = []
     for job in jobs:
@@ -358,6 +421,8 @@ def collect_children(
             rows.append(ChildRow(job, None, "NO_RUN", error="the job failed before creating a run"))
             continue
         rows.append(_row(found.pop(0)))
+        if rows[-1].status == "FINISHED":
+            found[:] = [r for r in found if r.info.status == "FINISHED"]
     rows.extend(_row(r) for rest in by_overrides.values() for r in rest)
     return rows
 
@@ -370,6 +435,8 @@ def _row(run: Any) -> ChildRow:
         metrics=dict(run.data.metrics),
         error=run.data.tags.get("error", "")[:300],
         model_id=_model_id(run),
+        reused=run.data.tags.get("reused_from", ""),
+        invocation=run.data.tags.get("sweep_invocation", ""),
     )
 
 
@@ -508,9 +575,18 @@ def write_summary(
     failed = [r for r in rows if r.status != "FINISHED"]
     ranking = rank(rows, metric, maximize)
     best = ranking.best
+    # [reuse] which run answered a job ("earlier": a previous invocation of this sweep)
+    reused = ["reused_from"] if any(r.reused for r in rows) else []
     header, body = report.metrics_table(
-        [([r.overrides, r.status, r.run_id or ""], r.metrics, _first_line(r.error)) for r in rows],
-        ["overrides", "status", "run_id"],
+        [
+            (
+                [r.overrides, r.status, r.run_id or "", *([r.reused] if reused else [])],
+                r.metrics,
+                _first_line(r.error),
+            )
+            for r in rows
+        ],
+        ["overrides", "status", "run_id", *reused],
         first=metric,
         last="error",
     )

@@ -1,0 +1,100 @@
+"""Resuming a sweep: the same ``gradtrack -m ...`` reopens the same parent run.
+
+A sweep is identified by its *sweep fingerprint* (tag ``sweep_fingerprint`` on the
+parent): for the basic sweeper, the sorted fingerprints of its jobs (so a changed job
+list, changed data or changed code is a new sweep, and the order of the sweep values
+is not) plus the sweeper and sweep metric; for a sweeper that picks its jobs as it
+goes (Optuna), the command's overrides, the sweeper's settings and the code version.
+
+On a rerun the latest parent with that fingerprint is reopened (status RUNNING again,
+owner tags of this process, ``sweep_invocations`` + 1) unless its owner is alive and
+still running it, in which case a new parent is made (two live invocations never share
+one). Its jobs then run with reuse on, so a job with a FINISHED child under the parent
+is answered from it and only the others train.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from gradtrack.tracking import fingerprint as F
+
+INVOCATIONS_TAG = "sweep_invocations"
+COUNT_TAGS = {"reused": "sweep_jobs_reused", "run": "sweep_jobs_run", "failed": "sweep_jobs_failed"}
+
+
+def job_fingerprints(typed: list[Any]) -> list[str]:
+    """Each job's run fingerprint, computed exactly as the job will (data read once
+    per distinct dataset)."""
+    from gradtrack.data.load import load_dataset
+    from gradtrack.train import project_root, resolve_path
+
+    digests: dict[str, str | None] = {}
+    out = []
+    for obj in typed:
+        d = obj.dataset
+        path = resolve_path(project_root(obj), d.path)
+        key = json.dumps([repr(d), str(path)])
+        if key not in digests:
+            digests[key] = load_dataset(d, path, d.task).digest
+        out.append(F.of_config(obj, digests[key]))
+    return out
+
+
+def sweep_fingerprint(config: Any, typed: list[Any], expanded: bool) -> str:
+    """The sweep's identity (module docstring). ``expanded``: ``typed`` is the full job
+    list (basic sweeper); otherwise only validation samples of a search."""
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+    extra = {
+        "sweeper": str(sweeper.get("_target_", "")),
+        "metric": str(OmegaConf.select(config, "sweep_metric", default="final_loss")),
+    }
+    if expanded:
+        return F.sweep_fingerprint(job_fingerprints(typed), extra)
+    task = sorted(str(o) for o in OmegaConf.to_container(config.hydra.overrides.task))
+    return F.digest_of(
+        {"task": task, "sweeper": F.canonical(sweeper), "code": F.code_version(), **extra}
+    )
+
+
+def find_parent(client: Any, experiment_id: str, sfp: str) -> Any:
+    """The latest parent of this sweep that may be reopened, or None."""
+    from gradtrack.tracking.owner import ALIVE, owner_state
+
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{F.SWEEP_TAG} = '{sfp}' and tags.sweep_role = 'parent'",
+        max_results=20,
+        order_by=["attributes.start_time DESC"],
+    )
+    for r in runs:
+        if r.info.status == "RUNNING" and owner_state(r.data.tags) == ALIVE:
+            continue  # another live invocation runs it: never share a parent
+        return r
+    return None
+
+
+def reopen(client: Any, run: Any) -> None:
+    """Mark a previous parent RUNNING again, owned by this process."""
+    from mlflow.entities import RunTag
+
+    from gradtrack.tracking.owner import owner_tags
+
+    n = int(run.data.tags.get(INVOCATIONS_TAG, "1") or 1) + 1
+    tags = {**owner_tags(), INVOCATIONS_TAG: str(n)}
+    client.log_batch(
+        run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True
+    )
+    client.update_run(run.info.run_id, status="RUNNING")
+
+
+def new_invocation() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def count_tags(counts: dict[str, int]) -> dict[str, str]:
+    return {COUNT_TAGS[k]: str(v) for k, v in counts.items()}
