@@ -45,7 +45,7 @@ test-all: lint
 demo: data
 	@for e in $(SEED_EXPERIMENTS); do \
 		echo "=== $$e"; \
-		$(BIN)/gradtrack +experiment=$$e || exit 1; \
+		$(BIN)/gradtrack +experiment=$$e reuse=true || exit 1; \
 	done
 	@echo
 	@echo "Every notebook experiment ran and is tracked in mlruns/mlflow.db."

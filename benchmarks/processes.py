@@ -94,6 +94,7 @@ SWEEP_ARGS = [
     "optimizer.lr=0.01,0.05",
     "+experiment=seed_linear",
     "dataset.standardize=true",  # raw cylinders diverge at lr=0.05 with sgd
+    "reuse=false",  # measured sweeps always train
 ]
 
 

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import measure  # noqa: E402
 import plain_loops  # noqa: E402
 import processes  # noqa: E402
+import reuse_cost  # noqa: E402
 import tracking_cost  # noqa: E402
 
 PACKAGES = ("numpy", "torch", "tensorflow", "mlflow", "hydra-core", "pandas", "scikit-learn")
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     section("tracking_cost", tracking_cost.run_all, quick=q)
     if not args.skip_plain:
         section("plain_loops", plain_loops.measure_all, quick=q)
+    section("reuse", reuse_cost.run_all, quick=q)  # fingerprint, lookup, make demo twice
 
     m["load_avg_end"] = list(os.getloadavg())
     m["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     rat = ratios(fig)
     rat.update(tracking_cost.ratios(fig.get("tracking_cost", {})))
     rat.update(plain_loops.ratios(fig.get("plain_loops", {})))
+    rat.update(reuse_cost.ratios(fig.get("reuse", {})))
     args.out.write_text(json.dumps({"meta": m, "figures": fig, "ratios": rat}, indent=2) + "\n")
     print(plain_loops.table(fig.get("plain_loops", {})))
     print(table(fig, rat))

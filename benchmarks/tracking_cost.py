@@ -202,7 +202,7 @@ def process_vs_plain(repeats: int = 4) -> dict[str, Any]:
 def sweep64(n_jobs: int = 2, jobs: int = 64) -> dict[str, Any]:
     """A 64-job numpy sweep (basic, joblib) against one single-run process."""
     lrs = ",".join(f"{0.01 + 0.1 * i / jobs:.5f}" for i in range(jobs))
-    base = ["+experiment=fit_linear_1d", "backend=numpy", f"paths.root={REPO}"]
+    base = ["+experiment=fit_linear_1d", "backend=numpy", f"paths.root={REPO}", "reuse=false"]
     out: dict[str, Any] = {"jobs": jobs, "n_jobs": n_jobs}
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)

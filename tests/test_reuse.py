@@ -254,6 +254,11 @@ def test_rerun_sweep_reuses_every_job_and_a_changed_list_is_a_new_sweep(project)
     assert set(trained.values()) == {1} and len(trained) == 4
     summary = _artifact(project, new.info.run_id, "sweep_summary.csv")
     assert "reused_from" in summary.splitlines()[0]
+    from gradtrack.report import comparison_rows
+
+    header, rows = comparison_rows(refs)
+    assert all(row[header.index("note")].startswith("reused: the result of run") for row in rows)
+    assert all(c.data.params.get("optimizer.lr") for c in refs)  # params copied too
 
 
 def _artifact(project: Path, run_id: str, name: str) -> str:

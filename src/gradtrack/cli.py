@@ -106,6 +106,22 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _finish_sweep() -> None:
+    """End the interrupted sweep's parent run now (os._exit skips atexit hooks).
+
+    Only after Ctrl-C: after SIGTERM the grace period is short, and a parent left
+    RUNNING is ended by the next gradtrack that opens the store (its owner is gone).
+    """
+    from contextlib import suppress
+
+    from gradtrack.sweep import active_sweep
+
+    sweep = active_sweep()
+    if sweep is not None:
+        with suppress(Exception):
+            sweep.finish()
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -179,6 +195,8 @@ def main() -> float | None:
         # The run is already ended KILLED with its metrics flushed; say so briefly.
         sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
+        if not sigterm:  # [resume] a sweep's parent ends KILLED with its partial summary
+            _finish_sweep()
         _exit_now(143 if sigterm else 130)
     except Exception as exc:
         message = explain(exc)

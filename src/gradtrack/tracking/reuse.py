@@ -162,7 +162,7 @@ def record_reference(
 ) -> str:
     """A FINISHED child of ``parent`` standing for ``match``: its final metrics and
     loss curve copied, tagged ``reused_from``. Returns its run id."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric, Param, RunTag
 
     from gradtrack.tracking.owner import owner_tags
 
@@ -197,6 +197,9 @@ def record_reference(
         for key in [k for k in match.data.metrics if k.startswith(_STEP_PREFIX)]:
             hist = client.get_metric_history(match.info.run_id, key)
             metrics += [Metric(key, m.value, m.timestamp, m.step) for m in hist]
+        params = [Param(k, v) for k, v in match.data.params.items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(rid, params=params[i : i + 100], synchronous=True)
         for i in range(0, len(metrics), 1000):
             client.log_batch(rid, metrics=metrics[i : i + 1000], synchronous=True)
         client.log_batch(
@@ -262,9 +265,7 @@ def sweep_counts(rows: list[Any], invocation: str | None) -> dict[str, int]:
     for r in rows:
         if r.status != "FINISHED":
             counts["failed"] += 1
-        elif r.reused:
-            counts["reused"] += 1
-        elif invocation and r.invocation != invocation:
+        elif r.reused or (invocation and r.invocation != invocation):
             counts["reused"] += 1
         else:
             counts["run"] += 1
