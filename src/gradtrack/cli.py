@@ -118,6 +118,7 @@ def _finish_sweep() -> None:
 
     sweep = active_sweep()
     if sweep is not None:
+        sweep.interrupted = True
         with suppress(Exception):
             sweep.finish()
 
@@ -193,6 +194,7 @@ def main() -> float | None:
         return _app()
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
         # The run is already ended KILLED with its metrics flushed; say so briefly.
+        interrupts.acknowledge()
         sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
         if not sigterm:  # [resume] a sweep's parent ends KILLED with its partial summary

@@ -28,6 +28,11 @@ class Terminated(BaseException):
 
 _depth = 0
 _pending: int | None = None
+# A signal raised as an exception that nobody has acknowledged yet. Python drops an
+# exception raised inside a weakref callback or ``__del__`` (garbage collection runs
+# them between any two bytecodes), so a Ctrl-C landing there would be lost; the next
+# training chunk or job start raises it again (see ``check``).
+_raised: int | None = None
 
 
 def _raise_for(signum: int) -> None:
@@ -37,11 +42,26 @@ def _raise_for(signum: int) -> None:
 
 
 def _handler(signum, frame) -> None:
-    global _pending
+    global _pending, _raised
     if _depth:
         _pending = signum  # raised when the current block ends
         return
+    _raised = signum
     _raise_for(signum)
+
+
+def acknowledge() -> None:
+    """The KeyboardInterrupt/Terminated of the last signal was caught where it is handled."""
+    global _raised
+    _raised = None
+
+
+def check() -> None:
+    """Raise again a signal whose exception was swallowed (see ``_raised``)."""
+    global _raised
+    if _raised is not None:
+        signum, _raised = _raised, None
+        _raise_for(signum)
 
 
 def install() -> None:
@@ -50,12 +70,14 @@ def install() -> None:
         return
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+    check()  # e.g. the next job of a sweep: a Ctrl-C lost between jobs stops it
 
 
 @contextlib.contextmanager
 def uninterrupted():
     """Hold a signal that arrives during the block; raise it right after the block."""
     global _depth, _pending
+    check()
     _depth += 1
     try:
         yield

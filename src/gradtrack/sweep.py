@@ -156,6 +156,7 @@ class MlflowSweepCallback(Callback):
         # [resume] this sweep's identity and this invocation of it (tracking/resume.py)
         self.sweep_fingerprint: str | None = None
         self.invocation: str | None = None
+        self.interrupted = False
 
     # -- Hydra hooks -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -295,6 +296,8 @@ class MlflowSweepCallback(Callback):
             )
             if status == "FAILED" and self.failed_jobs_ok:
                 status = "FINISHED"
+            if self.interrupted:  # [resume] Ctrl-C: the sweep did not run to its end
+                status = "KILLED"
             if self.register_best and not register_champion(
                 client, self.register_best, rows, self.sweep_metric, self.maximize
             ):
@@ -322,7 +325,7 @@ class MlflowSweepCallback(Callback):
         )
         print(
             f"gradtrack sweep: {counts['reused']} jobs reused, {counts['run']} run, "
-            f"{counts['failed']} failed"
+            f"{counts['failed']} failed, {counts['not_run']} not run"
         )
 
 

@@ -22,7 +22,12 @@ from typing import Any
 from gradtrack.tracking import fingerprint as F
 
 INVOCATIONS_TAG = "sweep_invocations"
-COUNT_TAGS = {"reused": "sweep_jobs_reused", "run": "sweep_jobs_run", "failed": "sweep_jobs_failed"}
+COUNT_TAGS = {
+    "reused": "sweep_jobs_reused",
+    "run": "sweep_jobs_run",
+    "failed": "sweep_jobs_failed",
+    "not_run": "sweep_jobs_not_run",
+}
 
 
 def job_fingerprints(typed: list[Any]) -> list[str]:

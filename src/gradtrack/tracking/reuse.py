@@ -256,14 +256,16 @@ def result_of(d: Decision):
 
 
 def sweep_counts(rows: list[Any], invocation: str | None) -> dict[str, int]:
-    """reused / run / failed jobs of this invocation of a sweep.
+    """reused / run / failed / not_run jobs of this invocation of a sweep.
 
     A FINISHED row counts as run when this invocation created it by training, as
     reused when it is a reference child or was finished by an earlier invocation.
     """
-    counts = {"reused": 0, "run": 0, "failed": 0}
+    counts = {"reused": 0, "run": 0, "failed": 0, "not_run": 0}
     for r in rows:
-        if r.status != "FINISHED":
+        if r.status == "NO_RUN":  # interrupted before it started (or failed before a run)
+            counts["not_run"] += 1
+        elif r.status != "FINISHED":
             counts["failed"] += 1
         elif r.reused or (invocation and r.invocation != invocation):
             counts["reused"] += 1

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gradtrack.errors import DivergedError, TrackingError
-from gradtrack.interrupts import Terminated
+from gradtrack.interrupts import Terminated, acknowledge
 from gradtrack.tracking import spool
 from gradtrack.tracking.owner import owner_tags
 from gradtrack.tracking.store import TrackingTarget, open_store, signals_held
@@ -127,6 +127,7 @@ class TrackedRun:
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt | Terminated):
             status = "KILLED"
+            acknowledge()  # the signal's exception arrived (not lost in a GC callback)
         else:
             status = "FAILED"
         tags = {}
