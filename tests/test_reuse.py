@@ -383,3 +383,37 @@ def test_joblib_sweep_resumes_only_the_unfinished_jobs(project):
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert len(finished) == 4 and len(children) == 6
     assert set(Counter(c.data.tags["fingerprint"] for c in finished).values()) == {1}
+
+
+@pytest.mark.slow
+def test_optuna_rerun_continues_the_study_and_answers_known_configs(project):
+    import optuna
+
+    base = [
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=3",
+        *QUICK,
+        "optimizer.lr=choice(0.01,0.02,0.03)",
+    ]
+    first = run_cli([*base, "hydra.sweeper.n_trials=4"], project)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (parent,) = _sweep_runs(project)[0]
+    again = run_cli([*base, "hydra.sweeper.n_trials=7"], project)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming parent run {parent.info.run_id}" in again.stdout
+
+    study_name = f"gradtrack-{parent.data.tags['sweep_fingerprint'][:16]}"
+    storage = f"sqlite:///{project / 'mlruns' / 'optuna.db'}"
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials()
+    assert len(trials) == 7  # n_trials in total, over both invocations
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # Only three configurations exist: each trained once, the other trials answered.
+    parents, children = _sweep_runs(project)
+    assert len(parents) == 1
+    trained = Counter(c.data.tags["fingerprint"] for c in children)
+    assert len(trained) == len({t.params["optimizer.lr"] for t in trials})
+    assert set(trained.values()) == {1}
+    assert "reused FINISHED run" in first.stdout + again.stdout

@@ -61,9 +61,15 @@ def sweep_fingerprint(config: Any, typed: list[Any], expanded: bool) -> str:
     if expanded:
         return F.sweep_fingerprint(job_fingerprints(typed), extra)
     task = sorted(str(o) for o in OmegaConf.to_container(config.hydra.overrides.task))
+    task = [o for o in task if o.split("=", 1)[0] not in _budget_overrides()]
+    sweeper = {k: v for k, v in sweeper.items() if k not in OPTUNA_BUDGET_KEYS}
     return F.digest_of(
         {"task": task, "sweeper": F.canonical(sweeper), "code": F.code_version(), **extra}
     )
+
+
+def _budget_overrides() -> set[str]:
+    return {f"hydra.sweeper.{k}" for k in OPTUNA_BUDGET_KEYS}
 
 
 def find_parent(client: Any, experiment_id: str, sfp: str) -> Any:
@@ -103,3 +109,53 @@ def new_invocation() -> str:
 
 def count_tags(counts: dict[str, int]) -> dict[str, str]:
     return {COUNT_TAGS[k]: str(v) for k, v in counts.items()}
+
+
+# -- the Optuna sweeper: one study per sweep, kept beside the tracking store ---------
+
+# Sweeper settings that do not make a search another search: a rerun with a larger
+# n_trials (or other parallelism) continues the same study.
+OPTUNA_BUDGET_KEYS = ("n_trials", "n_jobs", "max_failure_rate")
+OPTUNA_DB = "optuna.db"
+
+
+def optuna_study(storage: str | None, study_name: str | None) -> tuple[str | None, str | None]:
+    """(storage, study_name) for this sweep's study.
+
+    With gradtrack tracking the sweep (a parent run with a sweep fingerprint), an unset
+    study name becomes ``gradtrack-<sweep fingerprint>``, and an unset storage, for the
+    embedded SQLite store, ``sqlite:///<tracking root>/optuna.db``: rerunning the same
+    search then continues its study. Otherwise the settings are returned unchanged.
+    """
+    from pathlib import Path
+
+    from gradtrack.sweep import active_sweep
+
+    sweep = active_sweep()
+    sfp = getattr(sweep, "sweep_fingerprint", None)
+    if sweep is None or not sfp:
+        return storage, study_name
+    uri = sweep.tracking_uri or ""
+    if storage is None and uri.startswith("sqlite:///"):
+        storage = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).parent / OPTUNA_DB)
+    if storage is not None and study_name is None:
+        study_name = f"gradtrack-{sfp[:16]}"
+    return storage, study_name
+
+
+def optuna_resume(study, log) -> int:
+    """Trials a previous invocation finished (COMPLETE, FAIL or PRUNED); trials it left
+    RUNNING (interrupted) are marked FAIL and not counted."""
+    import optuna
+
+    TS = optuna.trial.TrialState
+    done = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TS.RUNNING or t.state == TS.WAITING:
+            study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted")
+            study.tell(t.number, state=TS.FAIL, skip_if_finished=True)
+        elif t.state in (TS.COMPLETE, TS.FAIL, TS.PRUNED):
+            done += 1
+    if done:
+        log.info(f"Optuna study {study.study_name}: continuing after {done} finished trials")
+    return done

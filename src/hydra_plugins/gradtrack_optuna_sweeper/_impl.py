@@ -102,9 +102,12 @@ class OptunaSweeperImpl:
             log.warning("Optuna sweeper: no sweep override, every trial runs the same config")
         distributions = {p.key: p.distribution() for p in space.params}
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from gradtrack.tracking import resume  # [resume] the sweep's study, kept and continued
+
+        storage, study_name = resume.optuna_study(self.storage, self.study_name)
         study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
+            study_name=study_name,
+            storage=storage,
             sampler=self.sampler,
             direction=self.direction,
             load_if_exists=True,
@@ -117,7 +120,7 @@ class OptunaSweeperImpl:
         )
         returns: list[list[JobReturn]] = []
         failed: list[str] = []
-        done = 0
+        done = resume.optuna_resume(study, log)  # [resume] up to n_trials in total
         while done < self.n_trials:
             trials = [study.ask(distributions) for _ in range(min(batch, self.n_trials - done))]
             jobs = [
