@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose, mlflow_runs, run_cli
+from test_sweeps import ray_head  # noqa: F401, F811  (the fixture: a real local Ray head)
 
 QUICK = ["model=quadratic", "steps=20"]
 
@@ -417,3 +418,33 @@ def test_optuna_rerun_continues_the_study_and_answers_known_configs(project):
     assert len(trained) == len({t.params["optimizer.lr"] for t in trials})
     assert set(trained.values()) == {1}
     assert "reused FINISHED run" in first.stdout + again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_sweep_resumes_only_the_unfinished_jobs(project, ray_head):  # noqa: F811
+    from mlflow.tracking import MlflowClient
+
+    sweep = [
+        "-m",
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={ray_head}",
+        *QUICK,
+        "optimizer.lr=0.01,0.02,0.03",
+    ]
+    first = run_cli(sweep, project, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    _, children = _sweep_runs(project)
+    lost = min(children, key=lambda c: c.data.tags["overrides"])
+    client = MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    client.set_terminated(lost.info.run_id, "FAILED")  # as if its node went away
+    res = run_cli(sweep, project, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "(_run_job pid=" in res.stdout + res.stderr  # the jobs ran in Ray workers
+    parents, children = _sweep_runs(project)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    p = parents[0]
+    assert (p.data.tags["sweep_jobs_reused"], p.data.tags["sweep_jobs_run"]) == ("2", "1")
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 3
+    assert set(Counter(c.data.tags["fingerprint"] for c in finished).values()) == {1}
