@@ -448,3 +448,15 @@ def test_ray_sweep_resumes_only_the_unfinished_jobs(project, ray_head):  # noqa:
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert len(finished) == 3
     assert set(Counter(c.data.tags["fingerprint"] for c in finished).values()) == {1}
+
+
+def test_the_sweep_and_the_run_compute_the_same_fingerprint():
+    """of_config (sweeps, dataclasses.asdict) equals what train.run hashes (OmegaConf)."""
+    from omegaconf import OmegaConf
+
+    from gradtrack.tracking.fingerprint import fingerprint, of_config
+
+    for overrides in (QUICK, ["+experiment=fit_linear", "dataset.features=[weight,year]"]):
+        cfg = compose(*overrides)
+        plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+        assert of_config(cfg, "d" * 64) == fingerprint(plain, "d" * 64)

@@ -124,10 +124,15 @@ def fingerprint(plain_cfg: dict[str, Any], data_digest: str | None) -> str:
 
 
 def of_config(cfg: Any, data_digest: str | None) -> str:
-    """:func:`fingerprint` of a typed Config object."""
-    from omegaconf import OmegaConf
+    """:func:`fingerprint` of a typed Config object (a dataclass instance).
 
-    return fingerprint(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True), data_digest)
+    ``dataclasses.asdict``, not OmegaConf: about 100 times cheaper, which matters when
+    a sweep fingerprints every job up front; the values, and so the hash, are the same
+    as those of the resolved config a run hashes (a test checks it).
+    """
+    import dataclasses
+
+    return fingerprint(dataclasses.asdict(cfg), data_digest)
 
 
 def tags(fp: str, data_digest: str | None) -> dict[str, str]:
