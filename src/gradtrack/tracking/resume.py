@@ -93,7 +93,7 @@ def reopen(client: Any, run: Any) -> None:
     """Mark a previous parent RUNNING again, owned by this process."""
     from mlflow.entities import RunTag
 
-    from gradtrack.tracking.owner import owner_tags
+    from gradtrack.tracking.owner import GONE_TAG, owner_tags
 
     n = int(run.data.tags.get(INVOCATIONS_TAG, "1") or 1) + 1
     tags = {**owner_tags(), INVOCATIONS_TAG: str(n)}
@@ -101,6 +101,8 @@ def reopen(client: Any, run: Any) -> None:
         run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True
     )
     client.update_run(run.info.run_id, status="RUNNING")
+    if GONE_TAG in run.data.tags:  # ended by stale-run detection; its owner is us now
+        client.delete_tag(run.info.run_id, GONE_TAG)
 
 
 def new_invocation() -> str:

@@ -3,7 +3,8 @@
 ``reuse`` (config key, plumbing): ``true`` looks for a match, ``false`` always trains,
 ``null`` (the default, "auto") reuses inside a sweep (``gradtrack -m``, so a rerun
 resumes it) and trains a plain single run. DVC stages (``GRADTRACK_DVC_STAGE`` set)
-always train: they must write their outputs.
+and runs asked to write local outputs (``output.*``) always train: they must write
+their files.
 
 The match is searched in the run's own experiment by the ``fingerprint`` tag. Only a
 FINISHED run answers; a FAILED, KILLED or RUNNING one does not (the job trains). Of
@@ -58,6 +59,8 @@ def enabled(cfg: Any) -> bool:
 
     if os.environ.get(STAGE_ENV) or not cfg.tracking.enabled:
         return False
+    if cfg.output.metrics_path or cfg.output.losses_path:
+        return False  # files to write: only a run that trains writes them
     setting = getattr(cfg, "reuse", None)
     if setting is not None:
         return bool(setting)
