@@ -48,7 +48,7 @@ def fingerprint_cost(repeats: int = 5) -> dict[str, Any]:
         "backend": {"name": "numpy", "dtype": "float64"},
         "optimizer": {"name": "sgd", "lr": 1e-3},
         "dataset": {"name": "auto_mpg", "features": ["a", "b"]},
-        "steps": 200,
+        "epochs": 200,
         "tracking": {"root": "mlruns"},
     }
     warm = []

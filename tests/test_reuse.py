@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, compose, mlflow_runs, run_cli
 from test_sweeps import ray_head  # noqa: F401, F811  (the fixture: a real local Ray head)
 
-QUICK = ["model=quadratic", "steps=20"]
+QUICK = ["model=quadratic", "epochs=20"]
 
 
 def _fp(*overrides: str, digest: str | None = None) -> str:
@@ -42,7 +42,7 @@ def test_fingerprint_ignores_order_spelling_and_plumbing():
         "tracking.experiment=other",
         "tracking.max_points=10",
         "log_every=5",
-        "progress_min_steps=1",
+        "progress_min_epochs=1",
         "output.metrics_path=m.json",
         "reuse=true",
         "description=hello",
@@ -54,7 +54,7 @@ def test_fingerprint_ignores_order_spelling_and_plumbing():
     [
         "optimizer.lr=0.000002",
         "seed=4",
-        "steps=201",
+        "epochs=201",
         "checks.gradcheck_tol=1e-5",  # checks change what a run reports
         "checks.baseline=false",
         "backend.dtype=float32",
@@ -71,7 +71,7 @@ def test_fingerprint_covers_data_and_framework():
 
     assert _fp(*QUICK, digest="a" * 64) != _fp(*QUICK, digest="b" * 64)
     assert _fp(*QUICK) != _fp(*QUICK, "backend=torch")
-    plain = {"backend": {"name": "torch"}, "steps": 1}
+    plain = {"backend": {"name": "torch"}, "epochs": 1}
     assert set(parts(plain, None)["frameworks"]) == {"numpy", "torch"}
     plain["backend"]["name"] = "numpy"
     assert set(parts(plain, None)["frameworks"]) == {"numpy"}
@@ -81,8 +81,8 @@ def test_fingerprint_of_a_numpy_run_imports_no_framework():
     code = (
         "import sys\n"
         "from gradtrack.tracking.fingerprint import fingerprint\n"
-        "fingerprint({'backend': {'name': 'numpy'}, 'steps': 3}, None)\n"
-        "fingerprint({'backend': {'name': 'torch'}, 'steps': 3}, None)\n"
+        "fingerprint({'backend': {'name': 'numpy'}, 'epochs': 3}, None)\n"
+        "fingerprint({'backend': {'name': 'torch'}, 'epochs': 3}, None)\n"
         "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -151,7 +151,7 @@ def test_reused_run_returns_the_same_sweep_metric(project, monkeypatch):
     from gradtrack import train
 
     monkeypatch.chdir(project)
-    cfg = compose("+experiment=fit_linear", "steps=30", "reuse=true", f"paths.root={project}")
+    cfg = compose("+experiment=fit_linear", "epochs=30", "reuse=true", f"paths.root={project}")
     first = train.run(cfg)
     second = train.run(cfg)
     assert first.reused_from is None and second.reused_from == first.run_id
@@ -189,10 +189,10 @@ def test_an_edited_model_source_changes_the_fingerprint_and_trains(project, tmp_
 
 @pytest.mark.slow
 def test_two_concurrent_starts_both_train_and_say_so(project):
-    args = [sys.executable, "-m", "gradtrack", "model=quadratic", "steps=3000", "reuse=true"]
+    args = [sys.executable, "-m", "gradtrack", "model=quadratic", "epochs=3000", "reuse=true"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     # The store exists first (as it does for any second run), so both look it up.
-    assert run_cli(["model=quadratic", "steps=5"], project).returncode == 0
+    assert run_cli(["model=quadratic", "epochs=5"], project).returncode == 0
     procs = [
         subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -200,7 +200,7 @@ def test_two_concurrent_starts_both_train_and_say_so(project):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert not any("reused" in o for o in outs)  # neither was skipped
-    runs = [r for r in mlflow_runs(project) if r.data.params.get("steps") == "3000"]
+    runs = [r for r in mlflow_runs(project) if r.data.params.get("epochs") == "3000"]
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["fingerprint"] for r in runs}) == 1
     ids = {r.info.run_id for r in runs}
@@ -208,7 +208,7 @@ def test_two_concurrent_starts_both_train_and_say_so(project):
     assert marked, "a run trained twice must be tagged duplicate_of"
     for r in marked:
         assert set(r.data.tags["duplicate_of"].split(",")) == ids - {r.info.run_id}
-    third = run_cli(["model=quadratic", "steps=3000", "reuse=true"], project)
+    third = run_cli(["model=quadratic", "epochs=3000", "reuse=true"], project)
     assert "reused FINISHED run" in third.stdout
 
 
@@ -280,7 +280,7 @@ def test_sweep_interrupted_by_sigint_resumes_with_the_same_command(project):
         "gradtrack",
         "-m",
         "model=quadratic",
-        "steps=150000",  # about a second of training per job
+        "epochs=150000",  # about a second of training per job
         "optimizer.lr=0.0001,0.0002,0.0003,0.0004,0.0005,0.0006",
         "seed=1,2",
     ]
