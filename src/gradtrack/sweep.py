@@ -208,10 +208,10 @@ class MlflowSweepCallback(Callback):
         client, self.experiment_id = open_store(target, cfg.tracking.experiment)
         self.tracking_uri = target.uri
         self.sweep_id = uuid.uuid4().hex[:12]
-        if self._reopen(client):  # [resume] the same sweep ran before: continue it
-            return
         self.sweep_metric = cfg.sweep_metric
         self.register_best = cfg.tracking.register_best or None
+        if self._reopen(client):  # [resume] the same sweep ran before: continue it
+            return
         task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
         sweep_args = " ".join(task)
         n_jobs = len(self.jobs) or _planned_jobs(config)  # a search sweeper: its trials
