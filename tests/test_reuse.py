@@ -189,7 +189,10 @@ def test_an_edited_model_source_changes_the_fingerprint_and_trains(project, tmp_
 
 @pytest.mark.slow
 def test_two_concurrent_starts_both_train_and_say_so(project):
-    args = [sys.executable, "-m", "gradtrack", "model=quadratic", "epochs=3000", "reuse=true"]
+    # About ten seconds of training: far longer than the two start-ups differ, so both
+    # look the fingerprint up before either has finished.
+    long = ["model=quadratic", "epochs=2000000", "reuse=true"]
+    args = [sys.executable, "-m", "gradtrack", *long]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     # The store exists first (as it does for any second run), so both look it up.
     assert run_cli(["model=quadratic", "epochs=5"], project).returncode == 0
@@ -200,7 +203,7 @@ def test_two_concurrent_starts_both_train_and_say_so(project):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert not any("reused" in o for o in outs)  # neither was skipped
-    runs = [r for r in mlflow_runs(project) if r.data.params.get("epochs") == "3000"]
+    runs = [r for r in mlflow_runs(project) if r.data.params.get("epochs") == "2000000"]
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["fingerprint"] for r in runs}) == 1
     ids = {r.info.run_id for r in runs}
@@ -208,7 +211,7 @@ def test_two_concurrent_starts_both_train_and_say_so(project):
     assert marked, "a run trained twice must be tagged duplicate_of"
     for r in marked:
         assert set(r.data.tags["duplicate_of"].split(",")) == ids - {r.info.run_id}
-    third = run_cli(["model=quadratic", "epochs=3000", "reuse=true"], project)
+    third = run_cli(long, project)
     assert "reused FINISHED run" in third.stdout
 
 
