@@ -86,23 +86,32 @@ def expand_sweep(config: DictConfig) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def check_jobs(config: DictConfig, jobs: list[list[str]]) -> list[Any]:
+def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) -> list[Any]:
     """Compose every job's config exactly as the launcher will, and validate it.
 
-    Returns the typed configs; raises SweepConfigError naming every bad job.
+    Returns the typed configs; raises SweepConfigError naming every bad job. With
+    ``keep`` (the jobs the launcher will run), each composition is kept for the
+    sweeper and launcher to reuse (gradtrack.sweep_compose).
     """
     from hydra.core.global_hydra import GlobalHydra
 
     from gradtrack import config as C
+    from gradtrack.sweep_compose import ComposeMemo
     from gradtrack.train import project_root, resolve_path
 
     loader = GlobalHydra.instance().config_loader()
+    compose = loader.load_sweep_config
+    if keep:
+        memo = ComposeMemo.install(loader)
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        memo.hits_per_job = 2 if launcher.endswith("BasicLauncher") else 1
+        compose = memo.keep
     problems: list[str] = []
     typed: list[Any] = []
     for i, job in enumerate(jobs):
         label = f"job #{i} ({' '.join(job)})"
         try:
-            cfg = loader.load_sweep_config(config, list(job))
+            cfg = compose(config, list(job))
             with open_dict(cfg):
                 del cfg["hydra"]
             obj = OmegaConf.to_object(cfg)
@@ -162,7 +171,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = expand_sweep(config)
         try:
-            typed = check_jobs(config, jobs or sweeper_validation_jobs(config))
+            typed = check_jobs(config, jobs or sweeper_validation_jobs(config), keep=bool(jobs))
         except SweepConfigError as exc:
             # Hydra turns exceptions raised by callbacks into warnings and carries on;
             # SystemExit is not an Exception, so it really stops the sweep here.
