@@ -53,6 +53,8 @@ def _run_seconds(*overrides: str) -> float:
 
 def growth(lengths: tuple[int, int] = (10_000, 1_000_000)) -> dict[str, Any]:
     """(tracked growth) / (untracked growth) between two run lengths, plus DB growth."""
+    from gradtrack.tracking.store import store_size
+
     out: dict[str, Any] = {"lengths": list(lengths), "experiment": "fit_linear_1d"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "mlruns"
@@ -62,12 +64,12 @@ def growth(lengths: tuple[int, int] = (10_000, 1_000_000)) -> dict[str, Any]:
         _run_seconds(*base, "epochs=10", "tracking.enabled=false")
         for n in lengths:
             off = _run_seconds(*base, f"epochs={n}", "tracking.enabled=false")
-            size0 = db.stat().st_size
+            size0 = store_size(db)
             on = _run_seconds(*base, f"epochs={n}", f"tracking.root={root}")
             out[str(n)] = {
                 "untracked_s": off,
                 "tracked_s": on,
-                "db_growth_bytes": db.stat().st_size - size0,
+                "db_growth_bytes": store_size(db) - size0,
             }
     a, b = (out[str(n)] for n in lengths)
     out["tracked_growth_over_untracked_growth"] = (b["tracked_s"] - a["tracked_s"]) / (

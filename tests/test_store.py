@@ -150,3 +150,55 @@ def test_eight_first_runs_at_once_on_a_fresh_store_all_finish(project):
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 8
     assert sorted(r.data.params["seed"] for r in runs) == [str(s) for s in range(8)]
+
+
+# A run written through gradtrack's store, then the process killed outright: no clean
+# close, so a WAL store's commits are still in its -wal file when the process dies.
+RUN_THEN_SIGKILL = """
+import os, signal, sys
+from pathlib import Path
+from gradtrack.tracking.store import open_store, resolve_tracking
+client, exp = open_store(resolve_tracking(None, Path(sys.argv[1])), "gradtrack")
+run = client.create_run(exp, run_name="survivor")
+client.log_metric(run.info.run_id, "final_loss", 0.25)
+client.set_terminated(run.info.run_id, "FINISHED")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _journal_mode(db: Path) -> str:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+@pytest.mark.parametrize("wal", ["1", "0"])
+def test_committed_runs_survive_a_killed_process_in_either_journal_mode(tmp_path, wal):
+    """Stores are WAL + synchronous=NORMAL (GRADTRACK_SQLITE_WAL=0: rollback journal);
+    what a process committed before SIGKILL is in the store either way."""
+    from mlflow.tracking import MlflowClient
+
+    from gradtrack.tracking.store import store_size
+
+    env = {**os.environ, "GRADTRACK_SQLITE_WAL": wal}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_THEN_SIGKILL, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    db = tmp_path / "mlflow.db"
+    assert _journal_mode(db) == ("wal" if wal == "1" else "delete")
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    [run] = client.search_runs([client.get_experiment_by_name("gradtrack").experiment_id])
+    assert (run.info.run_name, run.info.status) == ("survivor", "FINISHED")
+    assert run.data.metrics == {"final_loss": 0.25}
+    size = store_size(db)  # checkpointed: the file alone now holds every commit
+    assert (
+        not (tmp_path / "mlflow.db-wal").exists()
+        or (tmp_path / "mlflow.db-wal").stat().st_size == 0
+    )
+    assert size == db.stat().st_size

@@ -130,6 +130,49 @@ def test_summary_of_sixteen_jobs_is_the_report_table_and_a_readable_overlay(tmp_
     assert png.startswith(b"\x89PNG")
 
 
+# Runs the CLI with Hydra's load_sweep_config counted; the count goes to argv[1].
+_COUNT_COMPOSE = """
+import atexit, runpy, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+out, calls, orig = sys.argv[1], [], ConfigLoaderImpl.load_sweep_config
+def counted(self, *a, **k):
+    calls.append(1)
+    return orig(self, *a, **k)
+ConfigLoaderImpl.load_sweep_config = counted
+atexit.register(lambda: open(out, "w").write(str(len(calls))))
+sys.argv = ["gradtrack", *sys.argv[2:]]
+runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_each_job_is_composed_once_and_runs_its_own_config(project):
+    """check_jobs' composition is reused by the sweeper's check and the launcher."""
+    import yaml
+
+    count = project / "composed.txt"
+    lrs = ("0.01", "0.05", "0.1")
+    res = subprocess.run(
+        [sys.executable, "-c", _COUNT_COMPOSE, str(count), "-m", *QUICK]
+        + [f"optimizer.lr={','.join(lrs)}", "hydra.sweep.dir=multirun/s"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(count.read_text()) == len(lrs)  # without the memo: 3 per job
+    _, children = _check_landed(project, len(lrs), 20)
+    by_lr = {c.data.params["optimizer.lr"]: c for c in children}
+    assert sorted(by_lr) == sorted(lrs)
+    for num, lr in enumerate(lrs):
+        job = project / "multirun" / "s" / str(num) / ".hydra"
+        assert yaml.safe_load((job / "config.yaml").read_text())["optimizer"]["lr"] == float(lr)
+        hydra_cfg = yaml.safe_load((job / "hydra.yaml").read_text())["hydra"]
+        assert hydra_cfg["job"]["num"] == num
+        assert f"optimizer.lr={lr}" in hydra_cfg["overrides"]["task"]
+        assert by_lr[lr].data.tags["overrides"].endswith(f"optimizer.lr={lr}")
+
+
 @pytest.mark.parametrize(
     "bad, named",
     [

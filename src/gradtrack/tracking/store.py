@@ -178,6 +178,19 @@ def _use_wal(db: Path) -> None:
     _WAL_STORES.add(path)
 
 
+def store_size(db: Path) -> int:
+    """Bytes of the SQLite store ``db`` holding every commit: in WAL mode, committed
+    pages wait in the -wal file until a checkpoint, so checkpoint them in first."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        con.close()
+    return db.stat().st_size
+
+
 def _on_connect(dbapi_conn, _record) -> None:
     """Every new SQLAlchemy connection of this process: WAL + NORMAL for our stores."""
     import sqlite3
