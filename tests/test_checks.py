@@ -365,6 +365,53 @@ def test_baseline_pass_uses_relative_or_absolute_tolerance(project):
     assert far.coef_max_rel_err == pytest.approx(5e-6, rel=1e-3)
 
 
+def _big_regression(rows: int = 200_000, p: int = 7, seed: int = 0):
+    """Features on the raw scales of auto-mpg (weight ~3000, cylinders ~5), 11 MB of X."""
+    rng = np.random.default_rng(seed)
+    scales = np.array([5.0, 200.0, 100.0, 3000.0, 15.0, 76.0, 1.5])[:p]
+    X = scales * (1 + 0.3 * rng.standard_normal((rows, p)))
+    y = X @ (0.01 / scales) + 20.0 + rng.standard_normal(rows)
+    return X, y
+
+
+def test_big_regression_baseline_is_sklearn_exact_without_copying_x():
+    """Past SKLEARN_FULL_BYTES the reference is scipy's blocked QR, cross-checked against
+    scikit-learn on a subsample: the same coefficients as sklearn on every row, and
+    memory of a block instead of two copies of X (sklearn centers a copy, then lstsq
+    copies it again)."""
+    import tracemalloc
+
+    from gradtrack import checks
+
+    X, y = _big_regression()
+    assert X.nbytes > checks.SKLEARN_FULL_BYTES
+    full = np.append(*checks._sklearn_linear(X, y))
+    X_before = X.copy()
+    tracemalloc.start()
+    try:
+        bl = checks.sklearn_baseline("regression", X, y, full[:-1], full[-1], 1e-9, 0.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(np.append(bl.coef, bl.intercept), full, rtol=1e-10, atol=0)
+    assert bl.passed
+    np.testing.assert_array_equal(X, X_before)  # the data is left as it was
+    assert peak < 0.5 * X.nbytes, (peak, X.nbytes)
+
+
+def test_big_regression_with_collinear_features_falls_back_to_sklearn():
+    """A duplicated feature has no unique least-squares answer: QR's is not sklearn's
+    minimum-norm one, the subsample cross-check sees it, and sklearn fits every row."""
+    from gradtrack import checks
+
+    X, y = _big_regression(p=6)
+    X = np.c_[X, X[:, 0]]  # collinear: the last column repeats the first
+    ref = checks._linear_reference(X, y)
+    full = checks._sklearn_linear(X, y)
+    np.testing.assert_allclose(ref[0], full[0], rtol=1e-12)
+    assert ref[1] == pytest.approx(full[1], rel=1e-12)
+
+
 # ---------------------------------------------------------------- converged fits
 
 FITS = ["fit_linear", "fit_logistic", "fit_linear_1d", "fit_logistic_1d"]

@@ -209,6 +209,69 @@ def _logistic_reference(X_raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, f
     return coef, intercept
 
 
+# Up to this size of X the regression reference is scikit-learn's LinearRegression on
+# all rows. It holds two copies of X at once (centering, then scipy's lstsq), which on
+# a 50 MB file is most of a run's memory; bigger inputs use _blocked_lstsq below.
+SKLEARN_FULL_BYTES = 8 * 2**20
+QR_BLOCK_ROWS = 16_384
+# The blocked solve must reproduce scikit-learn on a subsample of about this many rows
+# (every k-th row) to this relative accuracy, or the reference falls back to sklearn.
+CROSS_CHECK_ROWS = 20_000
+CROSS_CHECK_RTOL = 1e-9
+
+
+def _blocked_lstsq(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares with an intercept from scipy's Householder QR, updated block by block.
+
+    Each block of rows [1, x, y] is stacked under the R factor so far and reduced again,
+    in place (a Fortran-ordered block, mode="raw"), so memory is one block, not a copy
+    of X. The last column of the final R holds Q^T y; its top rows solve R w = Q^T y.
+    Same backward stability as a QR of all rows at once.
+    """
+    from scipy.linalg import qr, solve_triangular
+
+    n, p = X.shape
+    width = p + 2
+    r = np.zeros((0, width))
+    for start in range(0, n, QR_BLOCK_ROWS):
+        xb = X[start : start + QR_BLOCK_ROWS]
+        block = np.empty((len(r) + len(xb), width), order="F")
+        block[: len(r)] = r
+        block[len(r) :, 0] = 1.0
+        block[len(r) :, 1 : p + 1] = xb
+        block[len(r) :, p + 1] = y[start : start + QR_BLOCK_ROWS]
+        r = qr(block, mode="raw", overwrite_a=True, check_finite=False)[1]
+        del block  # before the next one is made
+    sol = solve_triangular(r[: p + 1, : p + 1], r[: p + 1, p + 1], check_finite=False)
+    return sol[1:], float(sol[0])
+
+
+def _sklearn_linear(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit(X, y)
+    return model.coef_.ravel(), float(np.ravel(model.intercept_)[0])
+
+
+def _linear_reference(X_raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """The unpenalized least-squares fit in original units, independent of gradtrack.
+
+    Small X: scikit-learn on all rows. Big X: scipy's blocked QR (_blocked_lstsq), first
+    checked against scikit-learn on a subsample of rows (every k-th), where both must
+    agree to CROSS_CHECK_RTOL; if they do not (e.g. collinear features, where QR has no
+    unique answer and lstsq picks the minimum norm one), scikit-learn on all rows.
+    """
+    if X_raw.nbytes <= SKLEARN_FULL_BYTES:
+        return _sklearn_linear(X_raw, y)
+    step = max(1, len(X_raw) // CROSS_CHECK_ROWS)
+    Xs, ys = X_raw[::step], y[::step]
+    sk = np.append(*_sklearn_linear(Xs, ys))
+    qr_fit = np.append(*_blocked_lstsq(Xs, ys))
+    if not np.all(np.isfinite(qr_fit)) or rel_err(qr_fit, sk).max() > CROSS_CHECK_RTOL:
+        return _sklearn_linear(X_raw, y)
+    return _blocked_lstsq(X_raw, y)
+
+
 def sklearn_baseline(
     task: str,
     X_raw: np.ndarray,
@@ -224,10 +287,7 @@ def sklearn_baseline(
     ``rtol`` relative or ``atol`` absolute (for coefficients near zero).
     """
     if task == "regression":
-        from sklearn.linear_model import LinearRegression
-
-        model = LinearRegression().fit(X_raw, y)
-        ref_w, ref_b = model.coef_.ravel(), float(np.ravel(model.intercept_)[0])
+        ref_w, ref_b = _linear_reference(X_raw, y)
         loss = float(np.mean((X_raw @ ref_w + ref_b - y) ** 2))
     else:
         ref_w, ref_b = _logistic_reference(X_raw, y)
