@@ -160,22 +160,35 @@ def open_client(target: TrackingTarget):
 # parallel sweep jobs on one store also like. WAL needs the store on a local disk
 # (not NFS); set GRADTRACK_SQLITE_WAL=0 to keep SQLite's rollback journal there.
 ENV_WAL = "GRADTRACK_SQLITE_WAL"
-_WAL_STORES: set[str] = set()  # the stores this process opened (absolute paths)
+WAL_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+# A store being created is a temporary file, renamed into place once it is whole: its
+# migration needs no flush per commit (~100 commits), only one before the rename.
+CREATING_PRAGMAS = ("PRAGMA journal_mode=MEMORY", "PRAGMA synchronous=OFF")
+# SQLite file (absolute path) -> pragmas for this process's new connections to it.
+_PRAGMAS: dict[str, tuple[str, ...]] = {}
+
+
+def wal_enabled() -> bool:
+    return os.environ.get(ENV_WAL, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _use_wal(db: Path) -> None:
     """Put ``db`` in WAL mode (persistent, once) and make this process's MLflow
     connections to it commit with synchronous=NORMAL."""
-    if os.environ.get(ENV_WAL, "1").strip().lower() in ("0", "false", "no", "off"):
-        return
-    path = str(db.resolve())
-    if path in _WAL_STORES:
-        return
+    if wal_enabled():
+        _set_pragmas(db, WAL_PRAGMAS)
+
+
+def _set_pragmas(db: Path, pragmas: tuple[str, ...] | None) -> None:
     import sqlalchemy
 
-    if not _WAL_STORES:
+    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _on_connect):
         sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _on_connect)
-    _WAL_STORES.add(path)
+    for path in {str(db.absolute()), str(db.resolve())}:  # SQLite may name either
+        if pragmas:
+            _PRAGMAS[path] = pragmas
+        else:
+            _PRAGMAS.pop(path, None)
 
 
 def store_size(db: Path) -> int:
@@ -192,7 +205,7 @@ def store_size(db: Path) -> int:
 
 
 def _on_connect(dbapi_conn, _record) -> None:
-    """Every new SQLAlchemy connection of this process: WAL + NORMAL for our stores."""
+    """Every new SQLAlchemy connection of this process: the pragmas for our stores."""
     import sqlite3
 
     if not isinstance(dbapi_conn, sqlite3.Connection):
@@ -200,14 +213,14 @@ def _on_connect(dbapi_conn, _record) -> None:
     row = None
     try:
         row = dbapi_conn.execute("PRAGMA database_list").fetchone()
-        if not row or row[2] not in _WAL_STORES:
-            return
-        # A no-op when the store is already in WAL mode; when another process holds a
-        # lock the switch fails and the store keeps its journal until a later connect.
-        dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+        pragmas = _PRAGMAS.get(row[2]) if row else None
+        # journal_mode=WAL is a no-op once the store is in WAL mode; while another
+        # process holds a lock the switch fails, and the store keeps its journal
+        # until a later connection.
+        for pragma in pragmas or ():
+            dbapi_conn.execute(pragma).fetchall()
     except sqlite3.Error as exc:
-        log.debug("could not switch %s to WAL: %s", row, exc)
+        log.debug("could not set pragmas on %s: %s", row, exc)
 
 
 def end_stale_runs(client, experiment_ids: list[str]) -> None:
@@ -306,10 +319,49 @@ def _create_sqlite_store(db: Path) -> None:
         # beats a store no client can open.
         with signals_held():
             try:
-                _migrate_and_verify(f"sqlite:///{tmp}")
+                _set_pragmas(tmp, CREATING_PRAGMAS)
+                try:
+                    _migrate_and_verify(f"sqlite:///{tmp}")
+                finally:
+                    _set_pragmas(tmp, None)
+                _seal(tmp, wal=wal_enabled())
                 os.replace(tmp, db)
+                _fsync_dir(db.parent)
             finally:
                 tmp.unlink(missing_ok=True)
+
+
+def _seal(db: Path, wal: bool) -> None:
+    """Make a finished store durable before it is renamed into place (its migration
+    ran unflushed), in WAL mode when asked (which only a quiet file can switch to)."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        if wal:
+            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise TrackingError(f"tracking store {db}: could not switch to WAL ({mode})")
+    finally:
+        con.close()
+    fd = os.open(db, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _migrate_and_verify(uri: str) -> None:
