@@ -251,6 +251,44 @@ def test_joblib_eight_parallel_jobs_on_a_fresh_sqlite_store(project):
     _check_landed(project, 8, 100)
 
 
+# Runs the CLI and writes the pids of the joblib workers warmed at the sweep's start.
+_WARMED_PIDS = """
+import atexit, json, runpy, sys
+from gradtrack import sweep_workers
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(sweep_workers.warmed_pids)))
+sys.argv = ["gradtrack", *sys.argv[2:]]
+runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(project):
+    """The workers start (and import gradtrack, MLflow, sklearn, matplotlib) during the
+    main process's checks; Hydra's launcher then reuses exactly those processes."""
+    import json
+
+    pids_file = project / "warmed.json"
+    res = subprocess.run(
+        [sys.executable, "-c", _WARMED_PIDS, str(pids_file), "-m", "hydra/launcher=joblib"]
+        + ["hydra.launcher.n_jobs=2", "+experiment=fit_linear_1d", "steps=20"]
+        + ["optimizer.lr=0.1,0.2,0.3,0.4"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    warmed = json.loads(pids_file.read_text())
+    assert len(warmed) == 2
+    _, children = _check_landed(project, 4, 20)
+    assert {int(c.data.tags["owner_pid"]) for c in children} <= set(warmed)
+    for c in children:  # the same artifacts and model as a job in a cold worker
+        names = {a.path for a in _client(project).list_artifacts(c.info.run_id)}
+        assert {"loss_curve.png", "coefficients.png", "history.npz"} <= names
+        assert c.outputs.model_outputs
+
+
 # -- reproducibility --------------------------------------------------------------
 
 

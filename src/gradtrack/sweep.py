@@ -169,6 +169,16 @@ class MlflowSweepCallback(Callback):
 
     # -- Hydra hooks -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from gradtrack.sweep_workers import prewarm
+
+        warming = prewarm(config)  # joblib: workers import while the jobs are checked
+        try:
+            self._start(config)
+        finally:
+            if warming is not None:
+                warming()
+
+    def _start(self, config: DictConfig) -> None:
         jobs = expand_sweep(config)
         try:
             typed = check_jobs(config, jobs or sweeper_validation_jobs(config), keep=bool(jobs))
