@@ -7,6 +7,7 @@ Every test uses a real SQLite store in a temp project; failures are provoked for
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import signal
@@ -113,6 +114,11 @@ def test_linear_run_records_params_tags_metrics_artifacts_lineage_and_model(proj
     assert di.dataset.name == "auto_mpg" and di.dataset.digest
     assert "regression.csv" in di.dataset.source
     assert {(tg.key, tg.value) for tg in di.tags} >= {("mlflow.data.context", "training")}
+    # Schema from the first rows, profile counting every row (392 rows, 7 features + mpg).
+    schema = json.loads(di.dataset.schema)["mlflow_colspec"]
+    assert [c["name"] for c in schema][-1] == "mpg" and len(schema) == 8
+    assert {c["type"] for c in schema} == {"double"}
+    assert json.loads(di.dataset.profile) == {"num_rows": 392, "num_elements": 392 * 8}
 
     # The MLflow 3 LoggedModel: an output of the run, with its metrics and dataset,
     # reproduces the run's own coefficients exactly.

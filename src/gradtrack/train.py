@@ -115,7 +115,7 @@ def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
         # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
         trk.log_params(C.result_params(plain))
         trk.set_tags({**_tags(cfg, root, ds), **decision.tags})  # [reuse] fingerprint tags
-        if ds.frame is not None:
+        if ds.X_raw is not None:  # (ds.frame would build a frame of every row)
             trk.log_input(ds)
         result = _train(cfg, problem, backend, params0, ds, trk)
         result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
@@ -475,6 +475,7 @@ def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) ->
                 bw,
                 bb,
                 d / "coefficients.png",
-                scale=ds.X_raw.std(axis=0),
+                # column by column: std(axis=0) holds a temporary the size of X
+                scale=np.array([ds.X_raw[:, j].std() for j in range(ds.X_raw.shape[1])]),
             )
         trk.log_artifacts(d)
