@@ -105,6 +105,8 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
         memo = ComposeMemo.install(loader)
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
         memo.hits_per_job = 2 if launcher.endswith("BasicLauncher") else 1
+        if memo.hits_per_job == 1:  # the launcher composes again in its workers
+            memo.share()
         compose = memo.keep
     problems: list[str] = []
     typed: list[Any] = []

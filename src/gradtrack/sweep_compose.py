@@ -15,12 +15,27 @@ resolves to the same value as without the memo. An entry is dropped after the re
 its launcher makes (2 with the basic launcher; 1, the sweeper's, when the launcher
 composes in worker processes). Any other request composes as usual.
 
-Pickled (the joblib launcher sends the loader to its workers), the memo travels empty.
+Pickled (the joblib launcher sends the loader to its workers), the memo travels
+without its configs. A launcher that composes each job again in a worker process
+(joblib) would pay the composition twice per job, once serially in the main process.
+So for those, ``share`` writes each kept composition to a private temporary folder
+(pickled, a few ms), named by a hash of exactly what Hydra composes from (config name,
+the master's Hydra overrides, the job's overrides); a worker on the same machine loads
+it instead of composing. Where the folder cannot be read (a Ray worker on another
+machine), the worker composes as usual.
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +50,7 @@ class ComposeMemo:
         self._kept: dict[tuple[int, tuple[str, ...]], list] = {}  # key -> [config, hits]
         self.hits = 0
         self.composed = 0
+        self.share_dir: str | None = None  # see share()
 
     @classmethod
     def install(cls, loader: Any) -> ComposeMemo:
@@ -49,17 +65,52 @@ class ComposeMemo:
         self.composed += 1
         return type(self._loader).load_sweep_config(self._loader, master_config, sweep_overrides)
 
+    def share(self) -> None:
+        """Also hand kept compositions to worker processes on this machine (files)."""
+        if self.share_dir is None:
+            self.share_dir = tempfile.mkdtemp(prefix="gradtrack-compose-")
+            atexit.register(shutil.rmtree, self.share_dir, True)
+
     def keep(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         """Compose a job, keep it for the next requests, and return a copy of it."""
         cfg = self._compose(master_config, list(sweep_overrides))
         self._kept[(id(master_config), tuple(sweep_overrides))] = [cfg, 0]
+        if self.share_dir is not None:
+            path = self._shared_path(master_config, sweep_overrides)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, path)
         return copy.deepcopy(cfg)
+
+    def _shared_path(self, master_config: DictConfig, sweep_overrides: list[str]) -> Path:
+        # The inputs of Hydra's load_sweep_config besides the config files themselves.
+        what = [
+            str(master_config.hydra.job.config_name),
+            OmegaConf.to_container(master_config.hydra.overrides.hydra),
+            list(sweep_overrides),
+        ]
+        digest = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
+        return Path(str(self.share_dir)) / f"{digest}.pkl"
+
+    def _load_shared(self, master_config: DictConfig, sweep_overrides: list[str]):
+        if self.share_dir is None:
+            return None
+        try:
+            blob = self._shared_path(master_config, sweep_overrides).read_bytes()
+        except OSError:  # another machine, or a job this process did not check
+            return None
+        return pickle.loads(blob)
 
     def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         key = (id(master_config), tuple(sweep_overrides))
         entry = self._kept.get(key)
         if entry is None:
-            return self._compose(master_config, list(sweep_overrides))
+            cfg = self._load_shared(master_config, sweep_overrides)
+            if cfg is None:
+                return self._compose(master_config, list(sweep_overrides))
+            self.hits += 1
+            OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+            return cfg
         entry[1] += 1
         if entry[1] >= self.hits_per_job:
             del self._kept[key]
@@ -69,4 +120,11 @@ class ComposeMemo:
         return cfg
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_loader": self._loader, "_kept": {}, "hits": 0, "composed": 0}
+        return {
+            "_loader": self._loader,
+            "_kept": {},
+            "hits": 0,
+            "composed": 0,
+            "hits_per_job": self.hits_per_job,
+            "share_dir": self.share_dir,
+        }
