@@ -8,6 +8,7 @@ format by hand: MLmodel (pyfunc flavor, models-from-code loader), the code file
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,15 +40,22 @@ class LinearModelSpec:
         )
 
 
-def requirements() -> list[str]:
-    """Pinned pip requirements of the model, read from the installed packages."""
+@functools.cache
+def _pinned() -> tuple[str, ...]:
+    # Installed versions do not change while a process runs: read once (a sweep's jobs
+    # each log a model; every lookup scans the installed distributions).
     out = []
     for name in REQUIREMENTS:
         try:
             out.append(f"{name}=={version(name)}")
         except PackageNotFoundError:  # pragma: no cover - all three are dependencies
             out.append(name)
-    return out
+    return tuple(out)
+
+
+def requirements() -> list[str]:
+    """Pinned pip requirements of the model, read from the installed packages."""
+    return list(_pinned())
 
 
 def write_model_dir(
