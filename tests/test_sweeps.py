@@ -271,7 +271,7 @@ def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(proje
     pids_file = project / "warmed.json"
     res = subprocess.run(
         [sys.executable, "-c", _WARMED_PIDS, str(pids_file), "-m", "hydra/launcher=joblib"]
-        + ["hydra.launcher.n_jobs=2", "+experiment=fit_linear_1d", "steps=20"]
+        + ["hydra.launcher.n_jobs=2", "+experiment=fit_linear_1d", "epochs=20"]
         + ["optimizer.lr=0.1,0.2,0.3,0.4"],
         cwd=project,
         capture_output=True,
