@@ -87,7 +87,7 @@ def _tf_trainer(lr=0.5, name="sgd", dtype="float64", batch_size=0, n=40, seed=0)
     y = (X @ np.array([1.0, -2.0, 0.5]) + 0.3 > 0).astype(float)
     problem = get_problem("logistic")
     p0 = problem.init_params(3, InitSpec("zeros"), rng)
-    spec = OptimizerSpec(name, lr=lr, batch_size=batch_size, shuffle=batch_size > 0)
+    spec = OptimizerSpec(name, lr=lr)
     plan = BatchPlan(n, batch_size, batch_size > 0, seed)
     return get_backend("tensorflow").make_trainer(problem, p0, X, y, spec, dtype, False, plan)
 
@@ -275,7 +275,7 @@ def test_numpy_per_sample_rows_equal_one_row_batches_bit_for_bit(shuffle, dtype)
     X = rng.uniform(-2, 2, (15, 1))
     y = np.tanh(0.7 * np.tanh(1.3 * X[:, 0]) - 0.2)
     p0 = get_problem("tanh_net").init_params(1, InitSpec("normal", scale=0.5), rng)
-    spec = OptimizerSpec("adam", lr=0.05, batch_size=1, shuffle=shuffle)
+    spec = OptimizerSpec("adam", lr=0.05)
     be = get_backend("numpy")
     recs = []
     for problem in (TanhNet(), OneRowBatches()):

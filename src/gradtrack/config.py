@@ -119,7 +119,8 @@ class ChecksConfig:
     gradcheck_every: int = 0
     gradcheck_tol: float = 1e-7
     baseline: bool = True
-    # Relative tolerance for baseline/pass (absolute below baseline_abs_floor).
+    # baseline/pass: every coefficient within baseline_rtol relative or, for
+    # coefficients near zero, baseline_atol absolute of scikit-learn's.
     baseline_rtol: float = 1e-6
     baseline_atol: float = 1e-9
 
@@ -129,7 +130,6 @@ class PathsConfig:
     # Project root; data/ and mlruns/ resolve against it. Empty = the working
     # directory the command was started in.
     root: str | None = None
-    data_dir: str = "data"
 
 
 @dataclass

@@ -12,7 +12,7 @@ import difflib
 import typing
 from typing import Any
 
-from gradtrack import config as C
+from gradtrack.config import Config
 
 # Config groups with a folder of options under conf/ (model=linear, backend=torch, ...).
 GROUPS = ("dataset", "model", "backend", "optimizer", "tracking", "experiment")
@@ -20,7 +20,7 @@ GROUPS = ("dataset", "model", "backend", "optimizer", "tracking", "experiment")
 
 def _node(path: list[str]) -> Any | None:
     """The schema dataclass at ``path`` (["optimizer"] → OptimizerConfig), or None."""
-    node: Any = C.Config
+    node: Any = Config
     for part in path:
         if not dataclasses.is_dataclass(node):
             return None

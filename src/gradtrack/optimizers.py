@@ -22,8 +22,6 @@ class OptimizerSpec:
     beta2: float = 0.999
     eps: float = 1e-8
     clip_norm: float = 0.0
-    batch_size: int = 0
-    shuffle: bool = False
 
     @property
     def n_slots(self) -> int:

@@ -38,11 +38,6 @@ class ReportError(Exception):
     """Bad arguments or an empty selection; the message says what to change."""
 
 
-def default_tracking_uri() -> str:
-    """The embedded store ``gradtrack`` writes by default, relative to the cwd."""
-    return f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
-
-
 def _fmt(value: Any) -> str:
     """A table cell: floats to 10 significant digits (a sweep's ties are 1e-9 apart)."""
     if value is None:
@@ -288,35 +283,27 @@ def _fix_stale(client) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    uri = args.tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
-        # Opening a missing SQLite file would silently create an empty store.
-        print(
-            f"gradtrack-report: error: no tracking store at {uri}; run gradtrack first "
-            "or pass --tracking-uri",
-            file=sys.stderr,
-        )
-        return 2
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from gradtrack.tracking.store import store_command
 
-    from gradtrack.errors import GradtrackError
-    from gradtrack.tracking.store import check_server
+    def report(uri: str) -> int:
+        from mlflow.tracking import MlflowClient
 
-    try:
-        if uri.startswith(("http://", "https://")):
-            check_server(uri)
         client = MlflowClient(tracking_uri=uri)
         if args.fix_stale:
             _fix_stale(client)
         runs = select_runs(client, args.experiment, args.sweep_id, args.run_ids)
         title = args.experiment or (f"sweep {args.sweep_id}" if args.sweep_id else "runs")
         path = build_report(client, runs, args.out, f"gradtrack: {title}")
-    except (ReportError, GradtrackError, MlflowException) as exc:
-        print(f"gradtrack-report: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} and {path.parent / 'loss_curves.png'} ({len(runs)} runs)")
-    return 0
+        print(f"wrote {path} and {path.parent / 'loss_curves.png'} ({len(runs)} runs)")
+        return 0
+
+    return store_command(
+        "gradtrack-report",
+        args.tracking_uri,
+        "run gradtrack first or pass --tracking-uri",
+        report,
+        errors=(ReportError,),
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,28 +78,15 @@ def stale(uri: str, experiment: str | None, fix: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from gradtrack.report import default_tracking_uri
+    from gradtrack.tracking.store import store_command
 
-    uri = args.tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
-        print(
-            f"gradtrack-runs: error: no tracking store at {uri}; pass --tracking-uri "
-            "or run from the project folder",
-            file=sys.stderr,
-        )
-        return 2
-    from mlflow.exceptions import MlflowException
-
-    from gradtrack.errors import GradtrackError
-    from gradtrack.tracking.store import check_server
-
-    try:
-        if uri.startswith(("http://", "https://")):
-            check_server(uri)
-        return stale(uri, args.experiment, args.fix)
-    except (ValueError, GradtrackError, MlflowException) as exc:
-        print(f"gradtrack-runs: error: {exc}", file=sys.stderr)
-        return 2
+    return store_command(
+        "gradtrack-runs",
+        args.tracking_uri,
+        "pass --tracking-uri or run from the project folder",
+        lambda uri: stale(uri, args.experiment, args.fix),
+        errors=(ValueError,),
+    )
 
 
 if __name__ == "__main__":

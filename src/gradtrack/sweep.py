@@ -95,7 +95,7 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
     """
     from hydra.core.global_hydra import GlobalHydra
 
-    from gradtrack import config as C
+    from gradtrack.config import validate
     from gradtrack.sweep_compose import ComposeMemo
     from gradtrack.train import project_root, resolve_path
 
@@ -117,7 +117,7 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
             with open_dict(cfg):
                 del cfg["hydra"]
             obj = OmegaConf.to_object(cfg)
-            C.validate(obj)
+            validate(obj)
         except Exception as exc:  # Hydra/OmegaConf raise many types; the text says what
             problems.append(f"{label}: {_first_lines(exc)}")
             continue

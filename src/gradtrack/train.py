@@ -79,8 +79,6 @@ def optimizer_spec(o: C.OptimizerConfig) -> OptimizerSpec:
         beta2=o.beta2,
         eps=o.eps,
         clip_norm=o.clip_norm,
-        batch_size=o.batch_size,
-        shuffle=o.shuffle,
     )
 
 

@@ -64,8 +64,3 @@ class BatchPlan:
         if rows and rows[0] is None:
             return np.tile(np.arange(self.n, dtype=np.int64), (n_epochs, 1))
         return np.stack(rows) if rows else np.zeros((0, self.n), dtype=np.int64)
-
-
-def scalar_values(problem, params: Params) -> float | None:
-    """The parameter value tracked per step for scalar problems."""
-    return float(params["x"]) if not problem.uses_data else None

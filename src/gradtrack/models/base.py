@@ -17,7 +17,7 @@ Params = dict[str, np.ndarray]
 
 
 class Ops(Protocol):
-    """The few array operations a forward pass may use (see backends/*_ops)."""
+    """The few array operations a forward pass may use (``OPS`` in backends/*_backend.py)."""
 
     def tanh(self, a: Any) -> Any: ...
     def exp(self, a: Any) -> Any: ...

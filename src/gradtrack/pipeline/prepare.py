@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gradtrack.data import prepare as P
+from gradtrack.data import prepare as data_prepare
 from gradtrack.data.sources import AUTO_MPG, PIMA
 from gradtrack.errors import GradtrackError
 
@@ -22,11 +22,11 @@ def prepare_one(name: str, root: Path) -> Path:
     data, raw = root / "data", root / "data" / "raw"
     out = data / f"{name}.csv"
     if name == "regression":
-        P.prepare_regression(raw / AUTO_MPG.filename, out)
+        data_prepare.prepare_regression(raw / AUTO_MPG.filename, out)
     elif name == "classification":
-        P.prepare_classification(raw / PIMA.filename, out)
+        data_prepare.prepare_classification(raw / PIMA.filename, out)
     else:
-        P.make_nn_data(out)
+        data_prepare.make_nn_data(out)
     return out
 
 

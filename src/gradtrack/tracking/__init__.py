@@ -1,4 +1,6 @@
-"""MLflow tracking: the only package that imports mlflow.
+"""MLflow tracking: the run tracker, the store and the logged model.
+
+The CLIs that read the store (report, sweep, runs, sync) import mlflow too.
 
 ``open_run`` returns a tracker whose context manager ends the MLflow run with the
 status that really happened (FINISHED, FAILED, KILLED).

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -377,3 +379,39 @@ def _migrate_and_verify(uri: str) -> None:
             conn.execute(sqlalchemy.text("SELECT count(*) FROM experiments")).scalar_one()
     finally:
         engine.dispose()
+
+
+def default_tracking_uri() -> str:
+    """The embedded store ``gradtrack`` writes by default, relative to the cwd."""
+    return f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
+
+
+def store_command(
+    prog: str,
+    uri: str | None,
+    missing_hint: str,
+    body: Callable[[str], int],
+    errors: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run a store-reading command's ``body(uri)``: the CLIs' shared opening and errors.
+
+    ``uri`` defaults to the embedded store under the cwd. A missing SQLite file is
+    refused (opening it would silently create an empty store) and a server is checked
+    before ``body`` runs; ``errors`` (with gradtrack's and MLflow's) print
+    ``<prog>: error: ...`` and give exit status 2.
+    """
+    uri = uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        print(f"{prog}: error: no tracking store at {uri}; {missing_hint}", file=sys.stderr)
+        return 2
+    from mlflow.exceptions import MlflowException
+
+    from gradtrack.errors import GradtrackError
+
+    try:
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)
+        return body(uri)
+    except (*errors, GradtrackError, MlflowException) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
