@@ -34,36 +34,21 @@ BACKENDS = [
 
 def compose(*overrides: str, root: Path = REPO):
     """Compose conf/ exactly like the CLI (data under ``root``) and return the Config."""
-    from hydra import compose as h_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from gradtrack.config import compose as compose_config
 
-    from gradtrack.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = h_compose(config_name="config", overrides=[f"paths.root={root}", *overrides])
-    return OmegaConf.to_object(cfg)
+    return compose_config([f"paths.root={root}", *overrides], CONF)
 
 
 def _trainer(cfg, backend: str, eager: bool, ds=None):
-    """A backend trainer built the way train.run builds it (full batch)."""
-    from gradtrack.backends import get_backend
-    from gradtrack.backends.base import BatchPlan
-    from gradtrack.models import InitSpec, get_problem
-    from gradtrack.train import optimizer_spec, prepare
+    """The backend's trainer for ``cfg``, built as train.run builds it (float64)."""
+    import dataclasses
+
+    from gradtrack.build import build_trainer, prepare
 
     if ds is None:
         _, ds = prepare(cfg)
-    problem = get_problem(cfg.model.name, cfg.model.loss_form, cfg.model.tol)
-    m = cfg.model
-    params0 = problem.init_params(
-        ds.n_features, InitSpec(m.init, m.init_scale, m.init_value, m.x0), np.random.default_rng(0)
-    )
-    plan = BatchPlan(ds.n_rows, 0, False, cfg.seed)
-    return get_backend(backend).make_trainer(
-        problem, params0, ds.X, ds.y, optimizer_spec(cfg.optimizer), "float64", eager, plan
-    ), ds
+    be = dataclasses.replace(cfg.backend, name=backend, eager=eager, dtype="float64")
+    return build_trainer(dataclasses.replace(cfg, backend=be), ds), ds
 
 
 def _time_run(trainer, n: int, repeats: int) -> list[float]:
@@ -194,18 +179,18 @@ class _TimedTracker:
 
 def _tracked_run(cfg, seconds: dict[str, float] | None):
     """train.run(cfg); with ``seconds``, every tracker call is timed (same real store)."""
-    import gradtrack.tracking as T
+    import gradtrack.tracking as tracking
     from gradtrack import train
 
-    real = T.open_run
+    real = tracking.open_run
     if seconds is not None:
-        T.open_run = lambda *a, **kw: _TimedTracker(real(*a, **kw), seconds)
+        tracking.open_run = lambda *a, **kw: _TimedTracker(real(*a, **kw), seconds)
     try:
         t0 = time.perf_counter()
         res = train.run(cfg)
         return res, time.perf_counter() - t0
     finally:
-        T.open_run = real
+        tracking.open_run = real
 
 
 def tracking_cost(steps: int = 1000, repeats: int = 3, naive_values: int = 200) -> dict[str, Any]:

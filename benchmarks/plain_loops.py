@@ -83,17 +83,10 @@ def config(case: str, backend: str, steps: int | None = None, root: Path = REPO)
 
 def problem_data(cfg):
     """(model name, X, y, params0, optimizer config) as train.run draws them."""
-    from gradtrack.models import InitSpec, get_problem
-    from gradtrack.train import prepare
+    from gradtrack.build import build_problem, prepare
 
     _, ds = prepare(cfg)
-    problem = get_problem(cfg.model.name, cfg.model.loss_form, cfg.model.tol)
-    m = cfg.model
-    params0 = problem.init_params(
-        ds.n_features,
-        InitSpec(m.init, m.init_scale, m.init_value, m.x0),
-        np.random.default_rng(cfg.seed),
-    )
+    _, params0 = build_problem(cfg, ds)
     return cfg.model.name, ds.X, ds.y, params0, cfg.optimizer
 
 
@@ -552,10 +545,9 @@ def big_data(
             params0,
             X,
             y,
-            OptimizerSpec("sgd", lr=0.1),
-            dtype,
-            False,
-            BatchPlan(n, 0, False, 0),
+            spec=OptimizerSpec("sgd", lr=0.1),
+            dtype=dtype,
+            plan=BatchPlan(n, 0, False, 0),
         )
         mv = _two_matvecs(be, X, y, np.zeros(d, dtype=dtype))
         trainer.run(1)

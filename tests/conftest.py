@@ -34,16 +34,9 @@ def project(tmp_path, prepared_data) -> Path:
 
 def compose(*overrides: str):
     """Compose conf/ like the CLI does and return the typed Config object."""
-    from hydra import compose as h_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from gradtrack.config import compose as compose_config
 
-    from gradtrack.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = h_compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_object(cfg)
+    return compose_config(overrides, CONF)
 
 
 def run_cli(

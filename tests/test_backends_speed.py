@@ -89,7 +89,9 @@ def _tf_trainer(lr=0.5, name="sgd", dtype="float64", batch_size=0, n=40, seed=0)
     p0 = problem.init_params(3, InitSpec("zeros"), rng)
     spec = OptimizerSpec(name, lr=lr)
     plan = BatchPlan(n, batch_size, batch_size > 0, seed)
-    return get_backend("tensorflow").make_trainer(problem, p0, X, y, spec, dtype, False, plan)
+    return get_backend("tensorflow").make_trainer(
+        problem, p0, X, y, spec=spec, dtype=dtype, plan=plan
+    )
 
 
 @pytest.mark.parametrize("batch_size", [0, 8])
@@ -247,14 +249,14 @@ def test_trainers_expose_their_device_and_numpy_refuses_cuda():
     p0 = problem.init_params(0, InitSpec(x0=1.0), np.random.default_rng(0))
     spec = OptimizerSpec(lr=0.1)
     np_be = get_backend("numpy")
-    assert np_be.make_trainer(problem, p0, None, None, spec).device == "cpu"
+    assert np_be.make_trainer(problem, p0, None, None, spec=spec).device == "cpu"
     with pytest.raises(ValueError, match="CPU only"):
-        np_be.make_trainer(problem, p0, None, None, spec, device="cuda")
+        np_be.make_trainer(problem, p0, None, None, spec=spec, device="cuda")
     for name in ("torch", "tensorflow"):
         be = get_backend(name)
-        cpu = be.make_trainer(problem, p0, None, None, spec, device="cpu")
+        cpu = be.make_trainer(problem, p0, None, None, spec=spec, device="cpu")
         assert cpu.device == "cpu"
-        auto = be.make_trainer(problem, p0, None, None, spec, device="auto")
+        auto = be.make_trainer(problem, p0, None, None, spec=spec, device="auto")
         assert auto.device == ("cuda" if _gpu(name) else "cpu")
 
 
@@ -279,7 +281,8 @@ def test_numpy_per_sample_rows_equal_one_row_batches_bit_for_bit(shuffle, dtype)
     be = get_backend("numpy")
     recs = []
     for problem in (TanhNet(), OneRowBatches()):
-        tr = be.make_trainer(problem, p0, X, y, spec, dtype, False, BatchPlan(15, 1, shuffle, 7))
+        plan = BatchPlan(15, 1, shuffle, 7)
+        tr = be.make_trainer(problem, p0, X, y, spec=spec, dtype=dtype, plan=plan)
         assert tr._rows == problem.takes_rows
         recs.append((tr.run(20), tr.params()))
     (a, pa), (b, pb) = recs

@@ -33,15 +33,11 @@ GRADCHECK_CASES = [
 
 def _problem_point(project, exp: str, overrides=()):
     """Problem, initial parameters and training data exactly as train.run builds them."""
-    from gradtrack.models import InitSpec, get_problem
-    from gradtrack.train import prepare
+    from gradtrack.build import build_problem, prepare
 
     cfg = compose(f"+experiment={exp}", f"paths.root={project}", *overrides)
     _, ds = prepare(cfg)
-    m = cfg.model
-    problem = get_problem(m.name, m.loss_form, m.tol)
-    spec = InitSpec(m.init, m.init_scale, m.init_value, m.x0)
-    params = problem.init_params(ds.n_features, spec, np.random.default_rng(cfg.seed))
+    problem, params = build_problem(cfg, ds)
     return problem, params, ds
 
 

@@ -107,7 +107,7 @@ def trace(model: str, x0: float, lr: float, steps: int, backend: str, eager: boo
     problem = get_problem(model)
     p0 = problem.init_params(0, InitSpec(x0=x0), np.random.default_rng(0))
     trainer = get_backend(backend).make_trainer(
-        problem, p0, None, None, OptimizerSpec(lr=lr), "float32", eager
+        problem, p0, None, None, spec=OptimizerSpec(lr=lr), dtype="float32", eager=eager
     )
     return trainer.run(steps)
 

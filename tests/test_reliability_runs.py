@@ -71,31 +71,12 @@ def test_reliability_nan_loss_mid_run(project, monkeypatch):
         "dataset.features=[]",
         "optimizer.lr=1e38",
     )
-    from gradtrack.backends import get_backend
-    from gradtrack.backends.base import BatchPlan
-    from gradtrack.models import InitSpec, get_problem
+    from gradtrack.build import build_trainer, prepare
 
     monkeypatch.chdir(project)
     cfg = compose(*overrides)
-    _, ds = train.prepare(cfg)
-    problem = get_problem("logistic", cfg.model.loss_form, cfg.model.tol)
-    m = cfg.model
-    p0 = problem.init_params(
-        ds.n_features,
-        InitSpec(m.init, m.init_scale, m.init_value, m.x0),
-        np.random.default_rng(cfg.seed),
-    )
-    trainer = get_backend("numpy").make_trainer(
-        problem,
-        p0,
-        ds.X,
-        ds.y,
-        train.optimizer_spec(cfg.optimizer),
-        "float32",
-        False,
-        BatchPlan(ds.n_rows, 0, False, cfg.seed),
-    )
-    losses = trainer.run(3).losses
+    _, ds = prepare(cfg)
+    losses = build_trainer(cfg, ds).run(3).losses
     assert np.isfinite(losses[0]) and np.isnan(losses[1])  # the case really is NaN
 
     err, run, hist = _diverged_run(project, monkeypatch, *overrides)
@@ -125,9 +106,7 @@ def test_reliability_clipping_keeps_exploding_gradient_finite(project, monkeypat
 
 def test_reliability_exception_in_training_step_fails_run_keeps_metrics(project, monkeypatch):
     """Fault injection: the real numpy trainer raises on its second chunk of steps."""
-    import gradtrack.train as T
-
-    real_get_backend = T.get_backend
+    real_get_backend = train.get_backend
 
     class Flaky:
         def __init__(self, inner):
@@ -152,7 +131,7 @@ def test_reliability_exception_in_training_step_fails_run_keeps_metrics(project,
         def __getattr__(self, item):
             return getattr(self.real, item)
 
-    monkeypatch.setattr(T, "get_backend", Backend)
+    monkeypatch.setattr(train, "get_backend", Backend)
     monkeypatch.chdir(project)
     seed_store(project)
     with pytest.raises(RuntimeError, match="injected fault"):
@@ -163,7 +142,7 @@ def test_reliability_exception_in_training_step_fails_run_keeps_metrics(project,
     hist = _assert_all_finite(project, run)
     # The first chunk (FIRST_CHUNK_STEPS steps, well inside the budget) was stored.
     assert [p.step for p in sorted(hist["Training/loss"], key=lambda p: p.step)] == list(
-        range(T.FIRST_CHUNK_STEPS)
+        range(train.FIRST_CHUNK_STEPS)
     )
 
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradtrack.backends.numpy_backend import NumpyOps
-from gradtrack.models.base import Params
+from gradtrack.models.base import NUMPY_OPS, NumpyOps, Params
 
 TINY = 1e-30
 
@@ -24,8 +23,6 @@ def rel_err(a: np.ndarray, b: np.ndarray, floor: float = 0.0) -> np.ndarray:
 
 def finite_difference_grad(problem, params: Params, X, y, eps: float = 1e-6) -> Params:
     """Central differences of the problem's loss in float64, one coordinate at a time."""
-    from gradtrack.backends.numpy_backend import OPS
-
     Xf = None if X is None else np.asarray(X, dtype=np.float64)
     yf = None if y is None else np.asarray(y, dtype=np.float64)
     base = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
@@ -36,9 +33,9 @@ def finite_difference_grad(problem, params: Params, X, y, eps: float = 1e-6) -> 
             h = eps * max(1.0, abs(float(value[idx])))
             orig = float(value[idx])
             value[idx] = orig + h
-            up = float(problem.loss(OPS, base, Xf, yf))
+            up = float(problem.loss(NUMPY_OPS, base, Xf, yf))
             value[idx] = orig - h
-            down = float(problem.loss(OPS, base, Xf, yf))
+            down = float(problem.loss(NUMPY_OPS, base, Xf, yf))
             value[idx] = orig
             g[idx] = (up - down) / (2 * h)
         grads[name] = g
@@ -284,15 +281,18 @@ def sklearn_baseline(
     """Fit the unpenalized scikit-learn model on the same rows and compare coefficients.
 
     Comparison is in original feature units; an entry passes when it is within
-    ``rtol`` relative or ``atol`` absolute (for coefficients near zero).
+    ``rtol`` relative or ``atol`` absolute (for coefficients near zero). ``task`` is
+    the model's kind (regression or classification).
     """
+    from gradtrack.models.logistic import log_loss
+    from gradtrack.models.metrics import mean_squared_error
+
     if task == "regression":
         ref_w, ref_b = _linear_reference(X_raw, y)
-        loss = float(np.mean((X_raw @ ref_w + ref_b - y) ** 2))
+        loss = mean_squared_error(y, X_raw @ ref_w + ref_b)
     else:
         ref_w, ref_b = _logistic_reference(X_raw, y)
-        z = X_raw @ ref_w + ref_b
-        loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
+        loss = float(log_loss(NUMPY_OPS, X_raw @ ref_w + ref_b, y))
     learned = np.append(np.asarray(coef, dtype=np.float64), intercept)
     ref = np.append(ref_w, ref_b)
     abs_err = np.abs(learned - ref)

@@ -51,18 +51,6 @@ class Row:
     epochs_per_second: float
 
 
-def compose_config(overrides: list[str]):
-    """Compose conf/ exactly like the ``gradtrack`` command and return the typed Config."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from gradtrack.cli import CONF_DIR  # registers the schema; imports no framework
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(cfg)
-
-
 def for_backend(cfg, backend: str):
     """The same config on another backend: dtype and everything else unchanged."""
     return dataclasses.replace(
@@ -129,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from gradtrack.build import prepare
+    from gradtrack.config import compose
     from gradtrack.errors import DivergedError, GradtrackError
-    from gradtrack.train import prepare
 
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if flags:
         return _fail(f"unknown option {flags[0]!r}; pass Hydra overrides only (see --help)")
     try:
-        cfg = compose_config(args)
+        cfg = compose(args)
         prepare(cfg)  # validates the config and reads the data: input errors stop here
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(f"cannot compose the config from {args}: {exc}")

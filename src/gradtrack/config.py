@@ -9,15 +9,13 @@ before any data is read or any MLflow run exists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
 
 from gradtrack.errors import ConfigError
 
-MODELS = ("quadratic", "fence", "tanh_net", "linear", "logistic")
-SCALAR_MODELS = ("quadratic", "fence")
-DATA_MODELS = ("tanh_net", "linear", "logistic")
 BACKENDS = ("numpy", "torch", "tensorflow")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
@@ -218,6 +216,37 @@ def result_params(plain_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten_config(plain_cfg).items() if not is_plumbing(k)}
 
 
+def project_root(cfg: Config) -> Path:
+    """``paths.root``, or the working directory the command started in."""
+    return Path(cfg.paths.root).expanduser().resolve() if cfg.paths.root else Path.cwd()
+
+
+def resolve_path(root: Path, p: str | None) -> Path | None:
+    """A configured path: absolute as given, relative against ``root``; empty → None."""
+    if not p:
+        return None
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), conf_dir: str | Path | None = None):
+    """Compose ``conf_dir`` (default: the ``gradtrack`` command's) into a typed Config.
+
+    The same composition the command does, for gradtrack-compare, the tests and the
+    benchmarks; Hydra is imported here, not when this module is.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    if conf_dir is None:
+        from gradtrack.cli import CONF_DIR as conf_dir
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
 def register_configs() -> None:
     """Register the schema so conf/config.yaml can name it in its defaults list."""
     from hydra.core.config_store import ConfigStore
@@ -260,9 +289,12 @@ def validate(cfg: Config) -> None:
     Collects every problem, then raises one ConfigError naming each key, so a user
     fixes the whole config in one go.
     """
+    from gradtrack.models import model_class, model_names
+
     errors: list[str] = []
     m, d, b, o = cfg.model, cfg.dataset, cfg.backend, cfg.optimizer
-    _one_of(errors, "model.name", m.name, MODELS)
+    _one_of(errors, "model.name", m.name, model_names())
+    model = model_class(m.name) if m.name in model_names() else None
     _one_of(errors, "backend.name", b.name, BACKENDS)
     _one_of(errors, "backend.dtype", b.dtype, DTYPES)
     _one_of(errors, "backend.device", b.device, DEVICES)
@@ -313,23 +345,18 @@ def validate(cfg: Config) -> None:
             "tracking.uri: a required value is missing for tracking=server; set it, "
             "e.g. tracking.uri=http://127.0.0.1:5000"
         )
-    if m.name == "fence":
-        _check(
-            errors,
-            m.x0 > 0,
-            "model.x0",
-            f"the fence problem 750/x + 10x is defined for x > 0, got {m.x0} (try model.x0=1)",
-        )
+    if model is not None and hasattr(model, "config_errors"):
+        errors += model.config_errors(m)
 
-    # Combinations: which models need which kind of data.
-    if m.name in SCALAR_MODELS and d.name != "none":
+    # Combinations: a model's kind says which data it needs.
+    kind = model.kind if model is not None else None
+    if kind == "scalar" and d.name != "none":
         errors.append(
             f"model={m.name} dataset={d.name}: the scalar problem {m.name} takes no data; "
             "use dataset=none"
         )
-    needs = {"linear": "regression", "logistic": "classification", "tanh_net": "regression"}
-    if m.name in needs:
-        want = needs[m.name]
+    if kind in ("regression", "classification"):
+        want = kind
         if d.name == "none":
             errors.append(
                 f"model={m.name} dataset=none: {m.name} trains on data; choose a "

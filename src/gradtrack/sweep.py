@@ -95,9 +95,8 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
     """
     from hydra.core.global_hydra import GlobalHydra
 
-    from gradtrack.config import validate
+    from gradtrack.config import project_root, resolve_path, validate
     from gradtrack.sweep_compose import ComposeMemo
-    from gradtrack.train import project_root, resolve_path
 
     loader = GlobalHydra.instance().config_loader()
     compose = loader.load_sweep_config
@@ -218,10 +217,10 @@ class MlflowSweepCallback(Callback):
 
     # -- parent run --------------------------------------------------------------
     def _open_parent(self, cfg: Any, config: DictConfig) -> None:
+        from gradtrack.config import project_root, resolve_path
         from gradtrack.tracking import naming
         from gradtrack.tracking.owner import owner_tags
         from gradtrack.tracking.store import open_store, resolve_tracking
-        from gradtrack.train import project_root, resolve_path
 
         target = resolve_tracking(
             cfg.tracking.uri, resolve_path(project_root(cfg), cfg.tracking.root)

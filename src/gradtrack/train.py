@@ -2,32 +2,28 @@
 
 Everything that can be wrong with the input (config values, data files, the
 tracking store) is checked before an MLflow run is created; once a run exists it
-always ends with the status that really happened.
+always ends with the status that really happened. Building the pieces lives in
+build.py, what the run records (tags, metrics, files, model, artifacts) in record.py;
+this module is the run and its training loop.
 """
 
 from __future__ import annotations
 
-import sys
-import tempfile
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from gradtrack import config as C
+from gradtrack import config
 from gradtrack.backends import get_backend
-from gradtrack.backends.base import BatchPlan
-from gradtrack.data.load import Dataset, load_dataset, to_original_units
+from gradtrack.build import build_problem, build_trainer, prepare
 from gradtrack.errors import DivergedError
 from gradtrack.interrupts import uninterrupted
-from gradtrack.models import InitSpec, get_problem
-from gradtrack.optimizers import OptimizerSpec
-from gradtrack.pipeline.lineage import dvc_tags
 from gradtrack.progress import Progress
-from gradtrack.tracking import naming
+from gradtrack.record import RunResult, finish, open_tracker, run_tags
 from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
+
+__all__ = ["RunResult", "next_chunk", "prepare", "run"]
 
 # The loop hands the backend chunks of steps sized by elapsed time, not by count: a
 # chunk of a compiled TensorFlow loop cannot be interrupted, so a Ctrl-C or SIGTERM
@@ -45,52 +41,7 @@ CHUNK_GROWTH = 8
 LIVE_SEND_SECONDS = 10.0
 
 
-@dataclass
-class RunResult:
-    losses: np.ndarray
-    grad_norms: np.ndarray
-    values: np.ndarray | None  # scalar problems: x after each step
-    params: dict[str, np.ndarray]
-    metrics: dict[str, float] = field(default_factory=dict)
-    coef_: np.ndarray | None = None  # linear/logistic, original feature units
-    intercept_: float | None = None
-    run_id: str | None = None
-    experiment_id: str | None = None
-    reused_from: str | None = None  # set when a FINISHED run answered (tracking/reuse.py)
-
-
-def project_root(cfg: C.Config) -> Path:
-    return Path(cfg.paths.root).expanduser().resolve() if cfg.paths.root else Path.cwd()
-
-
-def resolve_path(root: Path, p: str | None) -> Path | None:
-    if not p:
-        return None
-    path = Path(p).expanduser()
-    return path if path.is_absolute() else root / path
-
-
-def optimizer_spec(o: C.OptimizerConfig) -> OptimizerSpec:
-    return OptimizerSpec(
-        name=o.name,
-        lr=o.lr,
-        momentum=o.momentum,
-        beta1=o.beta1,
-        beta2=o.beta2,
-        eps=o.eps,
-        clip_norm=o.clip_norm,
-    )
-
-
-def prepare(cfg: C.Config) -> tuple[Path, Dataset]:
-    """Validate the config and load the data: every input error surfaces here."""
-    C.validate(cfg)
-    root = project_root(cfg)
-    ds = load_dataset(cfg.dataset, resolve_path(root, cfg.dataset.path), cfg.dataset.task)
-    return root, ds
-
-
-def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
+def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
     """Train one configured experiment and track it. ``cfg`` is a Config object."""
     from omegaconf import OmegaConf
 
@@ -102,66 +53,22 @@ def run(cfg: C.Config, overrides: list[str] | None = None) -> RunResult:
     decision = reuse.decide(cfg, root, plain, ds.digest)
     if decision.match is not None:
         return reuse.result_of(decision)
-    problem = get_problem(cfg.model.name, cfg.model.loss_form, cfg.model.tol)
-    rng = np.random.default_rng(cfg.seed)
-    spec = InitSpec(cfg.model.init, cfg.model.init_scale, cfg.model.init_value, cfg.model.x0)
-    params0 = problem.init_params(ds.n_features, spec, rng)
+    problem, params0 = build_problem(cfg, ds)
     backend = get_backend(cfg.backend.name)
 
-    tracker = _open_tracker(cfg, root, overrides or [])
+    tracker = open_tracker(cfg, root, overrides or [])
     with tracker as trk:
         # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
-        trk.log_params(C.result_params(plain))
-        trk.set_tags({**_tags(cfg, root, ds), **decision.tags})  # [reuse] fingerprint tags
+        trk.log_params(config.result_params(plain))
+        trk.set_tags({**run_tags(cfg, ds), **decision.tags})  # [reuse] fingerprint tags
         if ds.X_raw is not None:  # (ds.frame would build a frame of every row)
             trk.log_input(ds)
         result = _train(cfg, problem, backend, params0, ds, trk)
         result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
-        _finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
+        finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
         if decision.enabled:  # [reuse] a concurrent start trained it too: say so
             trk.set_tags(reuse.mark_duplicates(cfg, root, trk.run_id, decision.fingerprint))
     return result
-
-
-def _open_tracker(cfg: C.Config, root: Path, overrides: list[str]):
-    from gradtrack.tracking import open_run, resolve_tracking
-
-    if not cfg.tracking.enabled:
-        return open_run(False, None, "", "")
-    target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
-    try:
-        return open_run(
-            cfg.tracking.enabled,
-            target,
-            cfg.tracking.experiment,
-            naming.run_name(cfg, overrides),
-            cfg.tracking.flush_every,
-            tags=naming.context_tags(cfg, root, overrides),
-        )
-    except OSError as exc:  # MlflowClient creates the SQLite folder itself
-        from gradtrack.errors import TrackingError
-
-        raise TrackingError(
-            f"tracking store {target.uri if target else ''}: cannot be created "
-            f"({exc.strerror}: {exc.filename}). Set tracking.root to a writable folder."
-        ) from exc
-
-
-def _tags(cfg: C.Config, root: Path, ds: Dataset) -> dict[str, str]:
-    tags = {
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "backend": cfg.backend.name,
-        "optimizer": cfg.optimizer.name,
-        "experiment": cfg.experiment_name,
-    }
-    if ds.digest:
-        tags["data_sha256"] = ds.digest
-        tags["data_rows"] = str(ds.n_rows)
-        tags["data_rows_dropped"] = str(ds.n_dropped)
-    # Started by `dvc repro`: the stage name and the md5 dvc.lock records for the data.
-    tags.update(dvc_tags(ds.path))
-    return tags
 
 
 def next_chunk(n: int, seconds: float, remaining: int) -> int:
@@ -173,7 +80,7 @@ def next_chunk(n: int, seconds: float, remaining: int) -> int:
     return max(1, min(n, remaining))
 
 
-def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunResult:
+def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
     from gradtrack.tracking.budget import StepSelector
 
     metrics: dict[str, float] = {}
@@ -181,22 +88,7 @@ def _train(cfg: C.Config, problem, backend, params0, ds: Dataset, trk) -> RunRes
     floor = 0.0  # later checks: see checks.LATER_CHECK_FLOOR
     if cfg.checks.gradcheck:
         floor = _gradcheck(cfg, backend, problem, params0, ds, trk, metrics, 0, 0.0).floor()
-    plan = (
-        None
-        if ds.X is None
-        else BatchPlan(ds.n_rows, cfg.optimizer.batch_size, cfg.optimizer.shuffle, cfg.seed)
-    )
-    trainer = backend.make_trainer(
-        problem,
-        params0,
-        ds.X,
-        ds.y,
-        optimizer_spec(cfg.optimizer),
-        cfg.backend.dtype,
-        cfg.backend.eager,
-        plan,
-        device=cfg.backend.device,
-    )
+    trainer = build_trainer(cfg, ds, backend=backend, start=(problem, params0))
     trk.set_tags({"device": getattr(trainer, "device", "cpu")})  # what device=auto chose
     keep = StepSelector(cfg.epochs, cfg.tracking.max_points, cfg.log_every)
     losses, norms, values = [], [], []
@@ -328,152 +220,3 @@ def _gradcheck(cfg, backend, problem, params, ds, trk, metrics, step: int, floor
 
 
 GRADCHECK_PASS = "gradcheck/pass"
-
-
-def _once_per_check(m: dict[str, float]) -> dict[str, float]:
-    """The final metrics without gradcheck/*: those are logged at the epochs checked."""
-    return {k: v for k, v in m.items() if not k.startswith("gradcheck/")}
-
-
-def _finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overrides) -> None:
-    """Final metrics, baseline, local outputs, then artifacts and model."""
-    m = result.metrics
-    baseline = None
-    if cfg.model.name in ("linear", "logistic"):
-        coef, intercept = to_original_units(ds, result.params["w"], float(result.params["b"]))
-        result.coef_, result.intercept_ = coef, intercept
-        z = ds.X_raw @ coef + intercept
-        if cfg.model.name == "linear":
-            ss_res = float(np.sum((ds.y_raw - z) ** 2))
-            ss_tot = float(np.sum((ds.y_raw - ds.y_raw.mean()) ** 2))
-            m["r2"] = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-            mse = ss_res / len(z)  # final_loss is the same number: not logged twice
-        else:
-            m["accuracy"] = float(np.mean((z > 0) == (ds.y_raw > 0.5)))
-        if cfg.checks.baseline:
-            from gradtrack.checks import sklearn_baseline
-
-            task = "regression" if cfg.model.name == "linear" else "classification"
-            baseline = sklearn_baseline(
-                task,
-                ds.X_raw,
-                ds.y_raw,
-                coef,
-                intercept,
-                cfg.checks.baseline_rtol,
-                cfg.checks.baseline_atol,
-            )
-            own = (
-                mse if task == "regression" else float(np.mean(np.logaddexp(0.0, z) - ds.y_raw * z))
-            )
-            m.update(
-                {
-                    "baseline/coef_max_abs_err": baseline.coef_max_abs_err,
-                    "baseline/coef_max_rel_err": baseline.coef_max_rel_err,
-                    "baseline/loss": baseline.loss,
-                    "baseline/loss_gap": float(own) - baseline.loss,
-                    "baseline/pass": float(baseline.passed),
-                }
-            )
-    elif result.values is not None:
-        m["final_x"] = float(result.values[-1])
-    _write_local_outputs(cfg, root, result)
-    if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
-        from gradtrack.tracking.model import LinearModelSpec
-
-        # The model first, so the final metrics are logged once, to run and model alike.
-        spec = LinearModelSpec.of(ds.feature_names, result.coef_, result.intercept_, cfg.model.name)
-        final = _once_per_check(m)
-        trk.log_model(spec, naming.model_name(cfg), C.result_params(plain), final, cfg.epochs)
-    else:
-        trk.log_metrics(_once_per_check(m), step=cfg.epochs)
-    if baseline is not None:
-        trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
-    _converged(cfg, ds, result, trk)
-    trk.flush()  # results are in the store before the (slower) artifacts go out
-    if cfg.tracking.enabled and cfg.tracking.log_artifacts:
-        _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
-
-
-def _converged(cfg, ds: Dataset, result: RunResult, trk) -> None:
-    """Tag the run converged=true/false; say so on stderr when it did not."""
-    from gradtrack.convergence import assess
-
-    m = result.metrics
-    verdict = assess(
-        result.losses,
-        result.grad_norms,
-        minibatch=0 < cfg.optimizer.batch_size < max(ds.n_rows, 1),
-        loss_gap=m.get("baseline/loss_gap"),
-        baseline_loss=m.get("baseline/loss"),
-        standardized=cfg.dataset.standardize if ds.X is not None else None,
-        lr=cfg.optimizer.lr,
-        epochs=cfg.epochs,
-    )
-    trk.set_tags(verdict.tags())
-    note = verdict.message(cfg.expect_converged, cfg.experiment_name)
-    if note:
-        print(note, file=sys.stderr)
-
-
-def _write_local_outputs(cfg, root: Path, result: RunResult) -> None:
-    """DVC metrics JSON and per-step loss CSV (deterministic bytes, see pipeline/outputs.py)."""
-    from gradtrack.pipeline import outputs
-
-    mp = resolve_path(root, cfg.output.metrics_path)
-    if mp is not None:
-        outputs.write_metrics(mp, result.metrics)
-    lp = resolve_path(root, cfg.output.losses_path)
-    if lp is not None:
-        outputs.write_losses(lp, result.losses.tolist())
-
-
-def _save_history(result: RunResult, path: Path) -> None:
-    """Every step's values, full resolution, in one binary file (the store keeps a budget).
-
-    ``np.load(path)`` gives arrays ``step``, ``loss``, ``grad_norm`` (and ``x``).
-    """
-    series = {"loss": result.losses, "grad_norm": result.grad_norms}
-    if result.values is not None:
-        series["x"] = result.values
-    np.savez(path, step=np.arange(len(result.losses), dtype=np.int64), **series)
-
-
-def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) -> None:
-    import yaml
-
-    from gradtrack import artifacts as A
-
-    title = f"{cfg.model.name} · {cfg.backend.name} · {cfg.optimizer.name}"
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        (d / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-        (d / "overrides.txt").write_text("\n".join(overrides) + ("\n" if overrides else ""))
-        _save_history(result, d / "history.npz")
-        A.loss_curve(result.losses, d / "loss_curve.png", title)
-        if result.values is not None:
-            A.trajectory(
-                problem.curve,
-                result.values,
-                cfg.model.x0,
-                problem.minimum,
-                d / "trajectory.png",
-                title,
-            )
-        if result.coef_ is not None:
-            bw = None if baseline is None else baseline.coef
-            bb = None if baseline is None else baseline.intercept
-            A.coefficient_table(
-                ds.feature_names, result.coef_, result.intercept_, bw, bb, d / "coefficients.csv"
-            )
-            A.coefficient_chart(
-                ds.feature_names,
-                result.coef_,
-                result.intercept_,
-                bw,
-                bb,
-                d / "coefficients.png",
-                # column by column: std(axis=0) holds a temporary the size of X
-                scale=np.array([ds.X_raw[:, j].std() for j in range(ds.X_raw.shape[1])]),
-            )
-        trk.log_artifacts(d)

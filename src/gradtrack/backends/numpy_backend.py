@@ -6,36 +6,12 @@ import math
 
 import numpy as np
 
-from gradtrack.backends.base import BatchPlan, StepRecord
-from gradtrack.models.base import Params
+from gradtrack.backends.base import BatchPlan, StepRecord, Trainer
+from gradtrack.models.base import NUMPY_OPS, Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
-
-class NumpyOps:
-    """The array namespace the forward passes and optimizers use, in numpy."""
-
-    tanh = staticmethod(np.tanh)
-    exp = staticmethod(np.exp)
-    log = staticmethod(np.log)
-    sqrt = staticmethod(np.sqrt)
-    sum = staticmethod(np.sum)
-    mean = staticmethod(np.mean)
-    maximum = staticmethod(np.maximum)
-
-    @staticmethod
-    def softplus(z):
-        return np.logaddexp(0, z)
-
-    @staticmethod
-    def reciprocal(a):
-        return 1 / a
-
-    @staticmethod
-    def matvec(X, w):
-        return X @ w
-
-
-OPS = NumpyOps()
+# The forward passes and optimizers in numpy use the models' own numpy namespace.
+OPS = NUMPY_OPS
 
 
 def loss_and_grad(problem, params: Params, X, y, dtype: str = "float64"):
@@ -152,8 +128,18 @@ class NumpyTrainer:
 
 
 def make_trainer(
-    problem, params0, X, y, spec, dtype="float32", eager=False, plan=None, device="auto"
-):
+    problem,
+    params0: Params,
+    X,
+    y,
+    *,
+    spec: OptimizerSpec,
+    dtype: str = "float32",
+    plan: BatchPlan | None = None,
+    eager: bool = False,
+    device: str = "auto",
+) -> Trainer:
+    """A trainer at ``params0``; ``eager`` matters to TensorFlow only."""
     if device not in ("auto", "cpu"):
         raise ValueError(f"backend=numpy runs on the CPU only; got device={device!r}")
     return NumpyTrainer(problem, params0, X, y, spec, dtype, plan)

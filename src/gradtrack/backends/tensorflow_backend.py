@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's start-up banner
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from gradtrack.backends.base import BatchPlan, StepRecord  # noqa: E402
+from gradtrack.backends.base import BatchPlan, StepRecord, Trainer  # noqa: E402
 from gradtrack.models.base import Params  # noqa: E402
 from gradtrack.optimizers import Hyper, OptimizerSpec, apply_update  # noqa: E402
 
@@ -300,6 +300,16 @@ class TensorFlowTrainer:
 
 
 def make_trainer(
-    problem, params0, X, y, spec, dtype="float32", eager=False, plan=None, device="auto"
-):
+    problem,
+    params0: Params,
+    X,
+    y,
+    *,
+    spec: OptimizerSpec,
+    dtype: str = "float32",
+    plan: BatchPlan | None = None,
+    eager: bool = False,
+    device: str = "auto",
+) -> Trainer:
+    """A trainer at ``params0``; ``eager`` matters to TensorFlow only."""
     return TensorFlowTrainer(problem, params0, X, y, spec, dtype, plan, eager, device)

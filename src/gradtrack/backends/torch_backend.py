@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradtrack.backends.base import BatchPlan, StepRecord
+from gradtrack.backends.base import BatchPlan, StepRecord, Trainer
 from gradtrack.models.base import Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
@@ -152,6 +152,16 @@ class TorchTrainer:
 
 
 def make_trainer(
-    problem, params0, X, y, spec, dtype="float32", eager=False, plan=None, device="auto"
-):
+    problem,
+    params0: Params,
+    X,
+    y,
+    *,
+    spec: OptimizerSpec,
+    dtype: str = "float32",
+    plan: BatchPlan | None = None,
+    eager: bool = False,
+    device: str = "auto",
+) -> Trainer:
+    """A trainer at ``params0``; ``eager`` matters to TensorFlow only."""
     return TorchTrainer(problem, params0, X, y, spec, dtype, plan, device)

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradtrack.models.base import InitSpec, Params
+from gradtrack.models import register
+from gradtrack.models.base import ScalarProblem
 
 
-class Fence:
+@register
+class Fence(ScalarProblem):
     name = "fence"
-    uses_data = False
     minimum = float(np.sqrt(75.0))
 
-    def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
-        return {"x": np.asarray(spec.x0, dtype=np.float64)}
+    @classmethod
+    def config_errors(cls, model) -> list[str]:
+        if model.x0 > 0:
+            return []
+        return [
+            f"model.x0: the fence problem 750/x + 10x is defined for x > 0, got {model.x0} "
+            "(try model.x0=1)"
+        ]
 
     def loss(self, ops, params, X, y):
         x = params["x"]

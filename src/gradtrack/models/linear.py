@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradtrack.models.base import InitSpec, Params, draw_linear_params
+from gradtrack.models import register
+from gradtrack.models.base import LinearPredictor
+from gradtrack.models.metrics import mean_squared_error, r2_score
 
 _sum = np.add.reduce
 
 
-class Linear:
+@register
+class Linear(LinearPredictor):
     name = "linear"
-    uses_data = True
-
-    def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
-        return draw_linear_params(n_features, spec, rng)
+    kind = "regression"
 
     def loss(self, ops, params, X, y):
         r = ops.matvec(X, params["w"]) + params["b"] - y
@@ -33,6 +33,6 @@ class Linear:
         # dr/dw = X, dr/db = 1 (np.add.reduce: np.sum without its Python wrapper)
         return loss, {"w": X.T @ dL_dr, "b": _sum(dL_dr)}
 
-    @staticmethod
-    def predict(params: Params, X: np.ndarray) -> np.ndarray:
-        return X @ params["w"] + params["b"]
+    def metrics(self, z, y):
+        # The MSE is final_loss in original units: the baseline's loss, not logged.
+        return {"r2": r2_score(y, z)}, mean_squared_error(y, z)

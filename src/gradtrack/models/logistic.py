@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradtrack.models.base import InitSpec, Params, draw_linear_params
+from gradtrack.models import register
+from gradtrack.models.base import NUMPY_OPS, LinearPredictor
+from gradtrack.models.metrics import accuracy
 
 _sum = np.add.reduce
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """σ(z) without overflow: exp(−softplus(−z))."""
-    return np.exp(-np.logaddexp(0.0, -z))
+def log_loss(ops, z, y):
+    """mean(softplus(z) − y·z): the log-loss of decision values ``z`` for 0/1 targets ``y``.
+
+    The forward pass, the run's metrics and the scikit-learn baseline all use this.
+    """
+    return ops.mean(ops.softplus(z) - y * z)
 
 
-class Logistic:
+@register
+class Logistic(LinearPredictor):
     name = "logistic"
-    uses_data = True
+    kind = "classification"
+    options = ("loss_form", "tol")
 
     def __init__(self, loss_form: str = "stable", tol: float = 1e-10):
         self.loss_form = loss_form
         self.tol = tol
-
-    def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
-        return draw_linear_params(n_features, spec, rng)
 
     def loss(self, ops, params, X, y):
         z = ops.matvec(X, params["w"]) + params["b"]
@@ -36,7 +40,7 @@ class Logistic:
             p = ops.reciprocal(ops.exp(-z) + 1)
             tol = self.tol
             return -ops.mean(y * ops.log(p + tol) + (1 - y) * ops.log(1 - p + tol))
-        return ops.mean(ops.softplus(z) - y * z)
+        return log_loss(ops, z, y)
 
     def loss_and_grad(self, params, X, y):
         n = X.shape[0]
@@ -49,13 +53,15 @@ class Logistic:
             dp_dz = p * (1 - p)
             dL_dz = dL_dp * dp_dz
         else:
-            sp = np.logaddexp(0.0, z)  # softplus(z)
+            # log_loss written out: the gradient below reuses softplus(z)
+            sp = np.logaddexp(0.0, z)
             loss = _sum(sp - y * z) / n
             # softplus' = σ(z) = exp(z − softplus(z)): reuses sp, never overflows
             dL_dz = (np.exp(z - sp) - y) / n
         # dz/dw = X, dz/db = 1 (np.add.reduce: np.sum without its Python wrapper)
         return loss, {"w": X.T @ dL_dz, "b": _sum(dL_dz)}
 
-    @staticmethod
-    def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
-        return sigmoid(X @ params["w"] + params["b"])
+    def metrics(self, z, y):
+        # The stable log-loss whatever loss_form trained: the baseline's loss.
+        # Class 1 where σ(z) > ½, i.e. z > 0.
+        return {"accuracy": accuracy(z > 0, y)}, float(log_loss(NUMPY_OPS, z, y))

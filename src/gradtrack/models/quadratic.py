@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradtrack.models.base import InitSpec, Params
+from gradtrack.models import register
+from gradtrack.models.base import ScalarProblem
 
 
-class Quadratic:
+@register
+class Quadratic(ScalarProblem):
     name = "quadratic"
-    uses_data = False
     minimum = -2.0
-
-    def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
-        return {"x": np.asarray(spec.x0, dtype=np.float64)}
 
     def loss(self, ops, params, X, y):
         x = params["x"]

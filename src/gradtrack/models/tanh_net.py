@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradtrack.models.base import InitSpec, Params
+from gradtrack.models import register
+from gradtrack.models.base import InitSpec, Params, Summary
 
 _sum = np.add.reduce  # np.sum without its Python wrapper (per-sample steps are tiny)
 
@@ -20,8 +21,10 @@ def _total(a):
     return _sum(a) if a.ndim else a
 
 
+@register
 class TanhNet:
     name = "tanh_net"
+    kind = "regression"
     uses_data = True
 
     def init_params(self, n_features: int, spec: InitSpec, rng: np.random.Generator) -> Params:
@@ -68,6 +71,5 @@ class TanhNet:
             "b": _total(dC_dz2),  # dz2/db = 1
         }
 
-    @staticmethod
-    def predict(params: Params, X: np.ndarray) -> np.ndarray:
-        return np.tanh(params["w2"] * np.tanh(params["w1"] * X[:, 0]) + params["b"])
+    def summarise(self, params, values, ds) -> Summary:
+        return Summary()  # final_loss says it all

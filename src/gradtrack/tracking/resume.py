@@ -33,8 +33,8 @@ COUNT_TAGS = {
 def job_fingerprints(typed: list[Any]) -> list[str]:
     """Each job's run fingerprint, computed exactly as the job will (data read once
     per distinct dataset)."""
+    from gradtrack.config import project_root, resolve_path
     from gradtrack.data.load import load_dataset
-    from gradtrack.train import project_root, resolve_path
 
     digests: dict[str, str | None] = {}
     out = []

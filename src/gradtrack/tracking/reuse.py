@@ -74,8 +74,8 @@ def _client_for(cfg: Any, root: Any):
     """
     from pathlib import Path
 
+    from gradtrack.config import resolve_path
     from gradtrack.tracking.store import open_client, resolve_tracking
-    from gradtrack.train import resolve_path
 
     target = resolve_tracking(cfg.tracking.uri, resolve_path(root, cfg.tracking.root))
     if target.uri.startswith("sqlite:///") and not Path(target.uri[len("sqlite:///") :]).exists():
@@ -240,7 +240,7 @@ def result_of(d: Decision):
     """The RunResult the CLI and Hydra get for a reused run (metrics, ids; no arrays)."""
     import numpy as np
 
-    from gradtrack.train import RunResult
+    from gradtrack.record import RunResult
 
     empty = np.zeros(0)
     return RunResult(
