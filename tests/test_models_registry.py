@@ -191,4 +191,3 @@ def test_fence_refuses_a_non_positive_start_through_its_own_check():
 
     with pytest.raises(ConfigError, match=r"model.x0: the fence problem .* got -1.0"):
         validate(compose("+experiment=seed_fence", "model.x0=-1"))
-
