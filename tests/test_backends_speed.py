@@ -283,7 +283,7 @@ def test_numpy_per_sample_rows_equal_one_row_batches_bit_for_bit(shuffle, dtype)
     for problem in (TanhNet(), OneRowBatches()):
         plan = BatchPlan(15, 1, shuffle, 7)
         tr = be.make_trainer(problem, p0, X, y, spec=spec, dtype=dtype, plan=plan)
-        assert tr._rows == problem.takes_rows
+        assert tr.rows == problem.takes_rows
         recs.append((tr.run(20), tr.params()))
     (a, pa), (b, pb) = recs
     np.testing.assert_array_equal(a.losses, b.losses)

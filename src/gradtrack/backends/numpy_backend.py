@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from gradtrack.backends.base import BatchPlan, StepRecord, Trainer
+from gradtrack.backends.base import BatchPlan, EpochTrainer, StepRecord, Trainer
 from gradtrack.models.base import NUMPY_OPS, Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
@@ -23,7 +23,7 @@ def loss_and_grad(problem, params: Params, X, y, dtype: str = "float64"):
     return float(loss), {k: np.asarray(g, dtype=np.float64) for k, g in grads.items()}
 
 
-class NumpyTrainer:
+class NumpyTrainer(EpochTrainer):
     """The loop a practitioner would write: parameters updated in place, one call to
     the problem's hand-written gradient per step, nothing rebuilt per step.
 
@@ -36,7 +36,6 @@ class NumpyTrainer:
     device = "cpu"
 
     def __init__(self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype: str, plan):
-        self.problem = problem
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.names = list(params0)
@@ -55,37 +54,15 @@ class NumpyTrainer:
         self._g = np.empty_like(self._theta)
         self._slots = [[np.zeros_like(self._theta)] for _ in range(spec.n_slots)]
         self._update = make_inplace_update(OPS, spec, [self._theta], self._slots)
-        self.X = None if X is None else np.ascontiguousarray(X, dtype=self.dtype)
-        self.y = None if y is None else np.ascontiguousarray(y, dtype=self.dtype)
-        self.plan: BatchPlan | None = plan
-        self.full = self.X is None or plan is None or plan.full
+        X = None if X is None else np.ascontiguousarray(X, dtype=self.dtype)
+        y = None if y is None else np.ascontiguousarray(y, dtype=self.dtype)
         # Per-sample SGD hands a problem that takes rows one row and one scalar target
         # (numpy scalars, not 1-element arrays).
-        self._rows = not self.full and plan.batch_size == 1 and getattr(problem, "takes_rows", 0)
-        # Unshuffled minibatches are the same views every epoch: slice them once.
-        self._fixed = None
-        if not self.full and not plan.shuffle:
-            bs = plan.batch_size
-            self._fixed = (
-                list(zip(self.X, self.y))
-                if self._rows
-                else [(self.X[s : s + bs], self.y[s : s + bs]) for s in range(0, plan.n, bs)]
-            )
-        self.t = 0
+        full = X is None or plan is None or plan.full
+        self.rows = bool(not full and plan.batch_size == 1 and getattr(problem, "takes_rows", 0))
+        self._setup_loop(problem, X, y, plan)
 
-    def _epoch_batches(self):
-        if self._fixed is not None:
-            return self._fixed
-        order, bs = self.plan.next_order(), self.plan.batch_size
-        if self._rows:
-            return [(self.X[i], self.y[i]) for i in order]
-        rows = (order[s : s + bs] for s in range(0, self.plan.n, bs))
-        return [(self.X[idx], self.y[idx]) for idx in rows]
-
-    def run(self, n_steps: int) -> StepRecord:
-        losses = np.empty(n_steps)
-        norms = np.empty(n_steps)
-        values = None if self.problem.uses_data else np.empty(n_steps)
+    def _stepper(self):
         # Every lookup hoisted out of the hot loop.
         lg, params, layout, g, update = (
             self.problem.loss_and_grad,
@@ -94,34 +71,34 @@ class NumpyTrainer:
             self._g,
             self._update,
         )
-        t, X, y, full = self.t, self.X, self.y, self.full
+        sqrt = math.sqrt
+
+        def step(Xb, yb, t):
+            loss, grads = lg(params, Xb, yb)
+            for k, where in layout:
+                g[where] = grads[k]
+            update([g], t)
+            return loss, sqrt(g @ g)
+
+        return step
+
+    def run(self, n_steps: int) -> StepRecord:
         with np.errstate(all="ignore"):  # divergence is detected from the losses
-            for i in range(n_steps):
-                if full:
-                    loss, grads = lg(params, X, y)
-                    for k, where in layout:
-                        g[where] = grads[k]
-                    t += 1
-                    update([g], t)
-                    losses[i] = loss
-                    norms[i] = math.sqrt(g @ g)
-                else:
-                    tot_l = tot_g = 0.0
-                    batches = self._epoch_batches()
-                    for Xb, yb in batches:
-                        loss, grads = lg(params, Xb, yb)
-                        for k, where in layout:
-                            g[where] = grads[k]
-                        t += 1
-                        update([g], t)
-                        tot_l += loss
-                        tot_g += math.sqrt(g @ g)
-                    losses[i] = tot_l / len(batches)
-                    norms[i] = tot_g / len(batches)
-                if values is not None:
-                    values[i] = self._p[0]
-        self.t = t
-        return StepRecord(losses, norms, values)
+            return super().run(n_steps)
+
+    def _value(self):
+        return float(self._p[0])
+
+    @staticmethod
+    def _mean(xs):
+        tot = 0.0  # summed in order, in the loss's own precision
+        for x in xs:
+            tot += x
+        return tot / len(xs)
+
+    @staticmethod
+    def _array(xs):
+        return np.array(xs, dtype=np.float64)
 
     def params(self) -> Params:
         return {k: np.asarray(p, dtype=np.float64) for k, p in zip(self.names, self._p)}

@@ -233,7 +233,9 @@ class _Compiled:
         return self.concrete(*args)
 
 
-class TensorFlowTrainer:
+class TensorFlowTrainer(Trainer):
+    """The chunk of epochs as one compiled graph (or eagerly, for debugging)."""
+
     def __init__(
         self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype, plan, eager, device="auto"
     ):

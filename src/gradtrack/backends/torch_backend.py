@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradtrack.backends.base import BatchPlan, StepRecord, Trainer
+from gradtrack.backends.base import BatchPlan, EpochTrainer, Trainer
 from gradtrack.models.base import Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
@@ -74,14 +74,13 @@ def _sq_norm(g):
     return torch.dot(g, g) if d == 1 else (g * g if d == 0 else torch.sum(g * g))
 
 
-class TorchTrainer:
+class TorchTrainer(EpochTrainer):
     """Eager autograd with the loop a practitioner would write: one backward per step,
     parameters and optimizer state updated in place under ``no_grad``."""
 
     def __init__(
         self, problem, params0: Params, X, y, spec: OptimizerSpec, dtype: str, plan, device="auto"
     ):
-        self.problem = problem
         self.spec = spec
         self.device = resolve_device(device)
         tdt = _DTYPES[dtype]
@@ -93,59 +92,43 @@ class TorchTrainer:
         self._params = dict(zip(self.names, self._p))  # same tensors all run long
         self._slots = [[torch.zeros_like(p) for p in self._p] for _ in range(spec.n_slots)]
         self._update = make_inplace_update(OPS, spec, self._p, self._slots)
-        self.X = None if X is None else _data(X, dtype, self.device)
-        self.y = None if y is None else _data(y, dtype, self.device)
-        self.plan: BatchPlan | None = plan
-        self.full = self.X is None or plan is None or plan.full
-        self._fixed = None
-        if not self.full and not plan.shuffle:  # the same views every epoch
-            bs = plan.batch_size
-            self._fixed = [(self.X[s : s + bs], self.y[s : s + bs]) for s in range(0, plan.n, bs)]
-        self.t = 0
+        X = None if X is None else _data(X, dtype, self.device)
+        y = None if y is None else _data(y, dtype, self.device)
+        self._setup_loop(problem, X, y, plan)
 
-    def _epoch_batches(self):
-        if self._fixed is not None:
-            return self._fixed
-        order = torch.from_numpy(self.plan.next_order()).to(self.device)
-        bs = self.plan.batch_size
-        rows = (order[s : s + bs] for s in range(0, self.plan.n, bs))
-        return [(self.X[idx], self.y[idx]) for idx in rows]
+    def _stepper(self):
+        loss_fn, params, ps, update = self.problem.loss, self._params, self._p, self._update
+        no_grad, sqrt = torch.no_grad, torch.sqrt
 
-    def _step(self, Xb, yb):
-        loss = self.problem.loss(OPS, self._params, Xb, yb)
-        loss.backward()
-        self.t += 1
-        with torch.no_grad():
-            grads = [p.grad for p in self._p]
-            sq = _sq_norm(grads[0])
-            for g in grads[1:]:
-                sq = sq + _sq_norm(g)
-            self._update(grads, self.t)
-            for p in self._p:
-                p.grad = None  # the notebook's lesson: gradients accumulate unless reset
-        return loss.detach(), torch.sqrt(sq)
-
-    def run(self, n_steps: int) -> StepRecord:
-        losses, norms, values = [], [], []
-        step, scalar = self._step, not self.problem.uses_data
-        for _ in range(n_steps):
-            if self.full:
-                loss, gnorm = step(self.X, self.y)
-            else:
-                ls, gs = [], []
-                for Xb, yb in self._epoch_batches():
-                    loss, gnorm = step(Xb, yb)
-                    ls.append(loss)
-                    gs.append(gnorm)
-                loss = torch.stack(ls).to(torch.float64).mean()
-                gnorm = torch.stack(gs).to(torch.float64).mean()
+        def step(Xb, yb, t):
+            loss = loss_fn(OPS, params, Xb, yb)
+            loss.backward()
+            with no_grad():
+                grads = [p.grad for p in ps]
+                sq = _sq_norm(grads[0])
+                for g in grads[1:]:
+                    sq = sq + _sq_norm(g)
+                update(grads, t)
+                for p in ps:
+                    p.grad = None  # the notebook's lesson: gradients accumulate unless reset
             # Results stay on the tensor side: one host copy per chunk, not per step.
-            losses.append(loss)
-            norms.append(gnorm)
-            if scalar:
-                values.append(self._p[0].detach().clone())
-        as_np = lambda ts: torch.stack(ts).to(torch.float64).cpu().numpy()  # noqa: E731
-        return StepRecord(as_np(losses), as_np(norms), as_np(values) if values else None)
+            return loss.detach(), sqrt(sq)
+
+        return step
+
+    def _value(self):
+        return self._p[0].detach().clone()
+
+    @staticmethod
+    def _mean(xs):
+        return torch.stack(xs).to(torch.float64).mean()
+
+    @staticmethod
+    def _array(xs):
+        return torch.stack(xs).to(torch.float64).cpu().numpy()
+
+    def _order(self, order):
+        return torch.from_numpy(order).to(self.device)
 
     def params(self) -> Params:
         return {k: p.detach().cpu().numpy().astype(np.float64) for k, p in self._params.items()}
