@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from gradtrack.backends.base import BatchPlan, EpochTrainer, StepRecord, Trainer
+from gradtrack.backends.base import EpochTrainer, StepRecord, Trainer
 from gradtrack.models.base import NUMPY_OPS, Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
@@ -105,18 +105,9 @@ class NumpyTrainer(EpochTrainer):
 
 
 def make_trainer(
-    problem,
-    params0: Params,
-    X,
-    y,
-    *,
-    spec: OptimizerSpec,
-    dtype: str = "float32",
-    plan: BatchPlan | None = None,
-    eager: bool = False,
-    device: str = "auto",
+    problem, params0, X, y, *, spec, dtype="float32", plan=None, eager=False, device="auto"
 ) -> Trainer:
-    """A trainer at ``params0``; ``eager`` matters to TensorFlow only."""
+    """A trainer at ``params0`` (see backends/base.py); ``eager``: TensorFlow only."""
     if device not in ("auto", "cpu"):
         raise ValueError(f"backend=numpy runs on the CPU only; got device={device!r}")
     return NumpyTrainer(problem, params0, X, y, spec, dtype, plan)

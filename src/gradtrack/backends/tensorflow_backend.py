@@ -302,16 +302,7 @@ class TensorFlowTrainer(Trainer):
 
 
 def make_trainer(
-    problem,
-    params0: Params,
-    X,
-    y,
-    *,
-    spec: OptimizerSpec,
-    dtype: str = "float32",
-    plan: BatchPlan | None = None,
-    eager: bool = False,
-    device: str = "auto",
+    problem, params0, X, y, *, spec, dtype="float32", plan=None, eager=False, device="auto"
 ) -> Trainer:
-    """A trainer at ``params0``; ``eager`` matters to TensorFlow only."""
+    """A trainer at ``params0`` (see backends/base.py); ``eager``: TensorFlow only."""
     return TensorFlowTrainer(problem, params0, X, y, spec, dtype, plan, eager, device)

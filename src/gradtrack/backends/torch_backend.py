@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradtrack.backends.base import BatchPlan, EpochTrainer, Trainer
+from gradtrack.backends.base import EpochTrainer, Trainer
 from gradtrack.models.base import Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
 
@@ -135,16 +135,7 @@ class TorchTrainer(EpochTrainer):
 
 
 def make_trainer(
-    problem,
-    params0: Params,
-    X,
-    y,
-    *,
-    spec: OptimizerSpec,
-    dtype: str = "float32",
-    plan: BatchPlan | None = None,
-    eager: bool = False,
-    device: str = "auto",
+    problem, params0, X, y, *, spec, dtype="float32", plan=None, eager=False, device="auto"
 ) -> Trainer:
-    """A trainer at ``params0``; ``eager`` matters to TensorFlow only."""
+    """A trainer at ``params0`` (see backends/base.py); ``eager``: TensorFlow only."""
     return TorchTrainer(problem, params0, X, y, spec, dtype, plan, device)
