@@ -23,7 +23,7 @@ from gradtrack.progress import Progress
 from gradtrack.record import RunResult, finish, open_tracker, run_tags
 from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
 
-__all__ = ["RunResult", "next_chunk", "prepare", "run"]
+__all__ = ["RunResult", "next_chunk", "run"]
 
 # The loop hands the backend chunks of steps sized by elapsed time, not by count: a
 # chunk of a compiled TensorFlow loop cannot be interrupted, so a Ctrl-C or SIGTERM
