@@ -129,7 +129,8 @@ def _gradient_descent_trace(X: np.ndarray, y: np.ndarray, lr: float, epochs: int
 @pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
 def test_same_experiment_same_trace_on_every_backend(project, backend):
     """Every backend against one independent reference: the loop written out above."""
-    from gradtrack.train import prepare, run
+    from gradtrack.build import prepare
+    from gradtrack.train import run
 
     cfg = compose(
         "+experiment=seed_linear",

@@ -71,7 +71,7 @@ def _toy_cfg(project, conf, *overrides):
         "dataset.features=[weight]",
         "dataset.standardize=true",
         "tracking=none",
-        "steps=200",
+        "epochs=200",
         "optimizer.lr=0.1",
         "backend.dtype=float64",
         f"paths.root={project}",
