@@ -197,7 +197,7 @@ def main() -> float | None:
         interrupts.acknowledge()
         sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
-        if not sigterm:  # [resume] a sweep's parent ends KILLED with its partial summary
+        if not sigterm:  # a sweep's parent ends KILLED with its partial summary
             _finish_sweep()
         _exit_now(143 if sigterm else 130)
     except Exception as exc:

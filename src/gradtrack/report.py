@@ -103,7 +103,7 @@ def comparison_rows(runs: list) -> tuple[list[str], list[list[str]]]:
             note = f"killed ({t['killed_by']})"
         elif t.get(GONE_TAG):
             note = t[GONE_TAG]
-        elif t.get("reused_from"):  # [reuse] a sweep job answered by an earlier run
+        elif t.get("reused_from"):  # a sweep job answered by an earlier run
             note = f"reused: the result of run {t['reused_from']}"
         elif t.get("duplicate_of"):
             note = f"trained concurrently with {t['duplicate_of']} (same fingerprint)"

@@ -60,7 +60,7 @@ class ChildRow:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     model_id: str | None = None  # the child's LoggedModel (linear/logistic runs)
-    # [reuse] the run this job's result came from ("earlier": a previous invocation of
+    # the run this job's result came from ("earlier": a previous invocation of
     # this sweep), and which invocation created the child (tracking/reuse.py).
     reused: str = ""
     invocation: str = ""
@@ -163,7 +163,7 @@ class MlflowSweepCallback(Callback):
         # part of its search, and its direction decides which child is best.
         self.failed_jobs_ok = False
         self.maximize = False
-        # [resume] this sweep's identity and this invocation of it (tracking/resume.py)
+        # this sweep's identity and this invocation of it (tracking/resume.py)
         self.sweep_fingerprint: str | None = None
         self.invocation: str | None = None
         self.interrupted = False
@@ -193,7 +193,7 @@ class MlflowSweepCallback(Callback):
         first = typed[0] if typed else OmegaConf.to_object(_without_hydra(config))
         if not first.tracking.enabled:
             return
-        from gradtrack.tracking import resume  # [resume]
+        from gradtrack.tracking import resume
 
         self.sweep_fingerprint = resume.sweep_fingerprint(config, typed, bool(jobs))
         self.invocation = resume.new_invocation()
@@ -207,7 +207,7 @@ class MlflowSweepCallback(Callback):
         os.environ[ENV_PARENT] = self.parent_run_id
         os.environ[ENV_SWEEP] = self.sweep_id or ""
         os.environ[ENV_OVERRIDES] = " ".join(config.hydra.overrides.task)
-        if self.invocation:  # [resume]
+        if self.invocation:
             os.environ["GRADTRACK_SWEEP_INVOCATION"] = self.invocation
         if self.swept is not None:
             os.environ[ENV_SWEPT] = ",".join(self.swept)
@@ -230,7 +230,7 @@ class MlflowSweepCallback(Callback):
         self.sweep_id = uuid.uuid4().hex[:12]
         self.sweep_metric = cfg.sweep_metric
         self.register_best = cfg.tracking.register_best or None
-        if self._reopen(client):  # [resume] the same sweep ran before: continue it
+        if self._reopen(client):  # the same sweep ran before: continue it
             return
         task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]
         sweep_args = " ".join(task)
@@ -264,7 +264,7 @@ class MlflowSweepCallback(Callback):
         print(f"gradtrack sweep {self.sweep_id}: {n_jobs} jobs, parent run {run.info.run_id}")
 
     def _reopen(self, client: Any) -> bool:
-        """[resume] Reopen this sweep's previous parent run; False when there is none."""
+        """Reopen this sweep's previous parent run; False when there is none."""
         from gradtrack.tracking import resume
 
         if not self.sweep_fingerprint:
@@ -291,7 +291,7 @@ class MlflowSweepCallback(Callback):
         # A failed job makes Hydra raise out of the sweep (on_multirun_end never
         # runs); the parent must still get its summary and must not stay RUNNING.
         atexit.register(self.finish)
-        if self.invocation:  # [resume]
+        if self.invocation:
             os.environ["GRADTRACK_SWEEP_INVOCATION"] = self.invocation
 
     def finish(self) -> None:
@@ -305,7 +305,7 @@ class MlflowSweepCallback(Callback):
         status = "FAILED"
         try:
             rows = collect_children(client, self.experiment_id, self.parent_run_id, self.jobs)
-            self._record_reuse(client, rows)  # [reuse]
+            self._record_reuse(client, rows)
             status = write_summary(
                 client,
                 self.parent_run_id,
@@ -316,7 +316,7 @@ class MlflowSweepCallback(Callback):
             )
             if status == "FAILED" and self.failed_jobs_ok:
                 status = "FINISHED"
-            if self.interrupted:  # [resume] Ctrl-C: the sweep did not run to its end
+            if self.interrupted:  # Ctrl-C: the sweep did not run to its end
                 status = "KILLED"
             if self.register_best and not register_champion(
                 client, self.register_best, rows, self.sweep_metric, self.maximize
@@ -329,7 +329,7 @@ class MlflowSweepCallback(Callback):
                 _ACTIVE = None
 
     def _record_reuse(self, client: Any, rows: list[ChildRow]) -> None:
-        """[reuse] Mark reused rows; tag and print how many jobs were reused/run/failed."""
+        """Mark reused rows; tag and print how many jobs were reused/run/failed."""
         from mlflow.entities import Metric, RunTag
 
         from gradtrack.tracking import resume, reuse
@@ -433,7 +433,7 @@ def collect_children(
         max_results=50_000,
     )
     by_overrides: dict[str, list[Any]] = {}
-    # [resume] FINISHED first: a job's FINISHED child answers for it; the FAILED or
+    # FINISHED first: a job's FINISHED child answers for it; the FAILED or
     # KILLED tries it replaces (an interrupted invocation) are left out of the rows.
     for r in sorted(runs, key=lambda r: (r.info.status != "FINISHED", r.info.start_time or 0)):
         by_overrides.setdefault(r.data.tags.get("overrides", ""), []).append(r)
@@ -598,7 +598,7 @@ def write_summary(
     failed = [r for r in rows if r.status != "FINISHED"]
     ranking = rank(rows, metric, maximize)
     best = ranking.best
-    # [reuse] which run answered a job ("earlier": a previous invocation of this sweep)
+    # which run answered a job ("earlier": a previous invocation of this sweep)
     reused = ["reused_from"] if any(r.reused for r in rows) else []
     header, body = report.metrics_table(
         [

@@ -47,7 +47,7 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
 
     root, ds = prepare(cfg)
     plain = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    # [reuse] fingerprint; a FINISHED run with the same one answers (tracking/reuse.py)
+    # The run's fingerprint; with reuse on, a FINISHED run with the same one answers.
     from gradtrack.tracking import reuse
 
     decision = reuse.decide(cfg, root, plain, ds.digest)
@@ -60,13 +60,13 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
     with tracker as trk:
         # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
         trk.log_params(config.result_params(plain))
-        trk.set_tags({**run_tags(cfg, ds), **decision.tags})  # [reuse] fingerprint tags
+        trk.set_tags({**run_tags(cfg, ds), **decision.tags})  # fingerprint tags
         if ds.X_raw is not None:  # (ds.frame would build a frame of every row)
             trk.log_input(ds)
         result = _train(cfg, problem, backend, params0, ds, trk)
         result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
         finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
-        if decision.enabled:  # [reuse] a concurrent start trained it too: say so
+        if decision.enabled:  # a concurrent start trained it too: say so
             trk.set_tags(reuse.mark_duplicates(cfg, root, trk.run_id, decision.fingerprint))
     return result
 

@@ -14,13 +14,12 @@ torch.set_num_threads(1)
 
 
 class TorchOps:
-    tanh = staticmethod(torch.tanh)
-    exp = staticmethod(torch.exp)
-    log = staticmethod(torch.log)
-    sqrt = staticmethod(torch.sqrt)
-    sum = staticmethod(torch.sum)
-    mean = staticmethod(torch.mean)
-    reciprocal = staticmethod(torch.reciprocal)
+    """The array namespace in torch (see models.base.NumpyOps for what each one means)."""
+
+    tanh, exp, log, sqrt, sum, mean, reciprocal = map(
+        staticmethod,
+        (torch.tanh, torch.exp, torch.log, torch.sqrt, torch.sum, torch.mean, torch.reciprocal),
+    )
 
     @staticmethod
     def softplus(z):

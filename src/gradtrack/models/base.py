@@ -51,13 +51,9 @@ class InitSpec:
 class NumpyOps:
     """The array namespace in numpy: the numpy backend's, and the one metrics use."""
 
-    tanh = staticmethod(np.tanh)
-    exp = staticmethod(np.exp)
-    log = staticmethod(np.log)
-    sqrt = staticmethod(np.sqrt)
-    sum = staticmethod(np.sum)
-    mean = staticmethod(np.mean)
-    maximum = staticmethod(np.maximum)
+    tanh, exp, log, sqrt, sum, mean, maximum = map(
+        staticmethod, (np.tanh, np.exp, np.log, np.sqrt, np.sum, np.mean, np.maximum)
+    )
 
     @staticmethod
     def softplus(z):

@@ -107,7 +107,7 @@ class TrackedRun:
             for tag, var in (
                 ("sweep_id", "GRADTRACK_SWEEP_ID"),
                 ("overrides", "GRADTRACK_JOB_OVERRIDES"),
-                ("sweep_invocation", "GRADTRACK_SWEEP_INVOCATION"),  # [resume]
+                ("sweep_invocation", "GRADTRACK_SWEEP_INVOCATION"),
             ):
                 if os.environ.get(var):
                     tags[tag] = os.environ[var]

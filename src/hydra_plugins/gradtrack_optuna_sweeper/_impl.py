@@ -102,7 +102,7 @@ class OptunaSweeperImpl:
             log.warning("Optuna sweeper: no sweep override, every trial runs the same config")
         distributions = {p.key: p.distribution() for p in space.params}
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        from gradtrack.tracking import resume  # [resume] the sweep's study, kept and continued
+        from gradtrack.tracking import resume  # the sweep's study, kept and continued
 
         storage, study_name = resume.optuna_study(self.storage, self.study_name)
         study = optuna.create_study(
@@ -120,7 +120,7 @@ class OptunaSweeperImpl:
         )
         returns: list[list[JobReturn]] = []
         failed: list[str] = []
-        done = resume.optuna_resume(study, log)  # [resume] up to n_trials in total
+        done = resume.optuna_resume(study, log)  # up to n_trials in total
         while done < self.n_trials:
             trials = [study.ask(distributions) for _ in range(min(batch, self.n_trials - done))]
             jobs = [
