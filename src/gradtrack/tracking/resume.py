@@ -19,7 +19,7 @@ import json
 import uuid
 from typing import Any
 
-from gradtrack.tracking import fingerprint as F
+from gradtrack.tracking import fingerprint as fingerprints
 
 INVOCATIONS_TAG = "sweep_invocations"
 COUNT_TAGS = {
@@ -44,7 +44,7 @@ def job_fingerprints(typed: list[Any]) -> list[str]:
         key = json.dumps([repr(d), str(path)])
         if key not in digests:
             digests[key] = load_dataset(d, path, d.task).digest
-        out.append(F.of_config(obj, digests[key]))
+        out.append(fingerprints.of_config(obj, digests[key]))
     return out
 
 
@@ -59,12 +59,17 @@ def sweep_fingerprint(config: Any, typed: list[Any], expanded: bool) -> str:
         "metric": str(OmegaConf.select(config, "sweep_metric", default="final_loss")),
     }
     if expanded:
-        return F.sweep_fingerprint(job_fingerprints(typed), extra)
+        return fingerprints.sweep_fingerprint(job_fingerprints(typed), extra)
     task = sorted(str(o) for o in OmegaConf.to_container(config.hydra.overrides.task))
     task = [o for o in task if o.split("=", 1)[0] not in _budget_overrides()]
     sweeper = {k: v for k, v in sweeper.items() if k not in OPTUNA_BUDGET_KEYS}
-    return F.digest_of(
-        {"task": task, "sweeper": F.canonical(sweeper), "code": F.code_version(), **extra}
+    return fingerprints.digest_of(
+        {
+            "task": task,
+            "sweeper": fingerprints.canonical(sweeper),
+            "code": fingerprints.code_version(),
+            **extra,
+        }
     )
 
 
@@ -78,7 +83,7 @@ def find_parent(client: Any, experiment_id: str, sfp: str) -> Any:
 
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.{F.SWEEP_TAG} = '{sfp}' and tags.sweep_role = 'parent'",
+        filter_string=f"tags.{fingerprints.SWEEP_TAG} = '{sfp}' and tags.sweep_role = 'parent'",
         max_results=20,
         order_by=["attributes.start_time DESC"],
     )

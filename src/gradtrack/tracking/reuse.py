@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradtrack.tracking import fingerprint as F
+from gradtrack.tracking import fingerprint as fingerprints
 
 REUSED_FROM = "reused_from"  # on a reference child: the run that trained this config
 DUPLICATE_OF = "duplicate_of"  # on a run: FINISHED/RUNNING runs with the same fingerprint
@@ -91,7 +91,7 @@ def find_matches(client: Any, experiment_id: str, fp: str) -> list[Any]:
     """Runs of the experiment tagged with this fingerprint, earliest first."""
     return client.search_runs(
         [experiment_id],
-        filter_string=f"tags.{F.TAG} = '{fp}'",
+        filter_string=f"tags.{fingerprints.TAG} = '{fp}'",
         max_results=MAX_MATCHES,
         order_by=["attributes.start_time ASC"],
     )
@@ -119,8 +119,8 @@ def decide(cfg: Any, root: Any, plain: dict[str, Any], data_digest: str | None) 
     parent has no child for it yet) records a reference child. Never raises for a
     store problem: the run then simply trains (and reports the store itself).
     """
-    fp = F.fingerprint(plain, data_digest)
-    d = Decision(fp, F.tags(fp, data_digest), enabled(cfg))
+    fp = fingerprints.fingerprint(plain, data_digest)
+    d = Decision(fp, fingerprints.tags(fp, data_digest), enabled(cfg))
     if not d.enabled:
         return d
     t0 = time.perf_counter()
