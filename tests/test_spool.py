@@ -126,6 +126,24 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@contextlib.contextmanager
+def _run_outliving_its_server(project: Path, work: Path, port: int, steps: int, err: Path):
+    """A long run against a real server that goes away mid-run (and stays away).
+
+    Yields (uri, run, proc) once the server is gone and the run still trains; the run
+    is killed on the way out if it is still alive."""
+    with contextlib.ExitStack() as first:
+        uri, _ = first.enter_context(_server(work, port))
+        proc = _start_run(project, uri, steps, err)
+        try:
+            run = _wait_for_run(uri, proc)
+            first.close()  # the server goes away mid-run
+            assert proc.poll() is None, "the run ended before the server went away"
+            yield uri, run, proc
+        finally:
+            _stop(proc)
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_server_killed_mid_run_and_restarted_loses_nothing(project, tmp_path):
@@ -134,29 +152,21 @@ def test_server_killed_mid_run_and_restarted_loses_nothing(project, tmp_path):
     spooled (at a live send or at its end; if it ended first, gradtrack-sync does)."""
     steps, port, work = 3_000_000, free_port(), tmp_path / "server"  # ~25 s here
     err = tmp_path / "run.err"
-    with contextlib.ExitStack() as first:
-        uri, _ = first.enter_context(_server(work, port))
-        proc = _start_run(project, uri, steps, err)
-        try:
-            run = _wait_for_run(uri, proc)
-            first.close()  # the server goes away mid-run
-            assert proc.poll() is None, "the run ended before the server went away"
-            deadline = time.monotonic() + 60
-            while "is not answering" not in err.read_text() and proc.poll() is None:
-                assert time.monotonic() < deadline, err.read_text()
-                time.sleep(0.2)
-            with _server(work, port):  # back, same port, same store
-                rc = proc.wait(timeout=300)
-                text = err.read_text()
-                assert rc == 0, text
-                assert "is not answering" in text  # the run did see the outage
-                if _spooled(project):  # still down when the run ended: deliver now
-                    out = _sync(project)
-                    assert out.returncode == 0, out.stdout + out.stderr
-                assert _spooled(project) == []
-                _assert_complete(uri, run.info.run_id, steps)
-        finally:
-            _stop(proc)
+    with _run_outliving_its_server(project, work, port, steps, err) as (uri, run, proc):
+        deadline = time.monotonic() + 60
+        while "is not answering" not in err.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.2)
+        with _server(work, port):  # back, same port, same store
+            rc = proc.wait(timeout=300)
+            text = err.read_text()
+            assert rc == 0, text
+            assert "is not answering" in text  # the run did see the outage
+            if _spooled(project):  # still down when the run ended: deliver now
+                out = _sync(project)
+                assert out.returncode == 0, out.stdout + out.stderr
+            assert _spooled(project) == []
+            _assert_complete(uri, run.info.run_id, steps)
 
 
 @pytest.mark.slow
@@ -166,16 +176,8 @@ def test_server_down_until_the_run_ends_then_the_next_run_delivers(project, tmp_
 
     steps, port, work = 3_000_000, free_port(), tmp_path / "server"
     err = tmp_path / "run.err"
-    with contextlib.ExitStack() as first:
-        uri, _ = first.enter_context(_server(work, port))
-        proc = _start_run(project, uri, steps, err)
-        try:
-            run = _wait_for_run(uri, proc)
-            first.close()
-            assert proc.poll() is None, "the run ended before the server went away"
-            rc = proc.wait(timeout=300)
-        finally:
-            _stop(proc)
+    with _run_outliving_its_server(project, work, port, steps, err) as (_, run, proc):
+        rc = proc.wait(timeout=300)
     text = err.read_text()
     assert rc == 0, text  # training finished; its results wait in the spool
     run_id = run.info.run_id
