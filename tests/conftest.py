@@ -70,3 +70,18 @@ def mlflow_runs(project: Path, experiment: str = "gradtrack"):
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], max_results=10_000)
+
+
+def wait_until_training(client, run_id: str, proc: subprocess.Popen, settle: float = 0.5):
+    """Until the run's dataset input is in the store: its last store call before training
+    (params and tags ride with the first metric batch); then ``settle`` seconds for the
+    first chunk to begin. A signal or outage timed from the run's creation alone can come
+    while the run still logs its input, before a single step exists."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while not client.get_run(run_id).inputs.dataset_inputs:
+        assert proc.poll() is None, f"gradtrack exited with {proc.returncode}"
+        assert time.monotonic() < deadline, "the run never logged its dataset input"
+        time.sleep(0.1)
+    time.sleep(settle)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, wait_until_training
 from team_support import free_port, mlflow_server_process
 
 SPOOL = ".gradtrack-spool"
@@ -59,21 +59,6 @@ def _wait_for_run(uri: str, proc: subprocess.Popen, timeout: float = 120):
             return runs[0]
         time.sleep(0.3)
     raise AssertionError("the run never appeared on the server")
-
-
-def _wait_for_training(uri: str, run_id: str, proc: subprocess.Popen, timeout: float = 120):
-    """Until the run's dataset input is on the server: its last live call before training
-    (params and tags ride with the first metric batch). The first chunk follows within
-    milliseconds; without this wait an outage can begin before a single step is made."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    deadline = time.monotonic() + timeout
-    while not client.get_run(run_id).inputs.dataset_inputs:
-        assert proc.poll() is None, f"gradtrack exited with {proc.returncode}"
-        assert time.monotonic() < deadline, "the run never logged its dataset input"
-        time.sleep(0.1)
-    time.sleep(0.5)
 
 
 def _wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -245,7 +230,7 @@ def test_sigterm_while_the_server_hangs_ends_within_2s_and_killed_is_delivered(
         proc = _start_run(project, uri, 100_000_000, err)
         try:
             run = _wait_for_run(uri, proc)
-            _wait_for_training(uri, run.info.run_id, proc)
+            wait_until_training(MlflowClient(tracking_uri=uri), run.info.run_id, proc)
             os.killpg(server.pid, signal.SIGSTOP)
             if noticed:  # the next live send (within LIVE_SEND_SECONDS) finds it gone
                 _wait_for_text(err, "is not answering", proc)

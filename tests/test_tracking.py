@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose, mlflow_runs, run_cli
+from conftest import compose, mlflow_runs, run_cli, wait_until_training
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["tracking.log_model=false", "tracking.log_artifacts=false", "checks.baseline=false"]
@@ -356,7 +356,9 @@ def test_signal_during_training_ends_the_run_killed_within_2s_with_the_steps_mad
     try:
         run = _wait_for_running_run(project, proc)
         # Past the first chunks (TensorFlow's includes tracing the loop).
-        time.sleep(1.5 if backend == "numpy" else 6.0)
+        wait_until_training(
+            _client(project), run.info.run_id, proc, settle=1.0 if backend == "numpy" else 5.0
+        )
         took, err = _signal_and_time_exit(proc, sig)
     finally:
         if proc.poll() is None:
