@@ -226,6 +226,46 @@ def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project):
     assert "## Failed jobs" in md and "optimizer.lr=1000000.0" in md and "diverged" in md
 
 
+@pytest.mark.slow
+def test_sigterm_mid_sweep_ends_the_job_and_the_parent_killed_within_2s(project):
+    """A scheduler's SIGTERM during a basic-launcher sweep: the training job and the
+    parent both end KILLED (nothing left RUNNING) and the process exits 143 within 2 s."""
+    import os
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradtrack", "-m", "model=quadratic", "epochs=100000000"]
+        + ["optimizer.lr=0.0001,0.0002"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.info.status == "RUNNING" for r in _split(project)[1]):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the first job never started"
+            time.sleep(0.3)
+        time.sleep(1.0)  # the job trains
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-3000:]
+    assert took <= 2.0, f"exit took {took:.2f} s after SIGTERM"
+    parents, children = _split(project)
+    assert [p.info.status for p in parents] == ["KILLED"], err[-3000:]
+    assert parents[0].data.tags["killed_by"] == "SIGTERM"
+    assert [c.info.status for c in children] == ["KILLED"]
+    assert children[0].data.tags["killed_by"] == "SIGTERM"
+
+
 # -- parallel on one machine ------------------------------------------------------
 
 

@@ -17,6 +17,9 @@ from gradtrack.errors import GradtrackError
 
 PRINT_TRACE_MAX_STEPS = 200
 ENV_CONFIG_DIR = "GRADTRACK_CONFIG_DIR"
+# After SIGTERM a sweep's parent run is ended KILLED within this long: the run that was
+# training has already used up to a second of the 2 s a signalled process may take.
+SWEEP_KILLED_SECONDS = 0.5
 
 
 def is_project_conf(conf: Path) -> bool:
@@ -106,21 +109,30 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _finish_sweep() -> None:
+def _finish_sweep(sigterm: bool) -> None:
     """End the interrupted sweep's parent run now (os._exit skips atexit hooks).
 
-    Only after Ctrl-C: after SIGTERM the grace period is short, and a parent left
-    RUNNING is ended by the next gradtrack that opens the store (its owner is gone).
+    After Ctrl-C the parent gets its partial summary. After SIGTERM the grace period
+    before SIGKILL is short: the parent is only ended KILLED, within a second; the same
+    command resumes the sweep and writes the summary.
     """
     from contextlib import suppress
 
     from gradtrack.sweep import active_sweep
 
     sweep = active_sweep()
-    if sweep is not None:
-        sweep.interrupted = True
-        with suppress(Exception):
-            sweep.finish()
+    if sweep is None:
+        return
+    if sigterm:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):  # the process ends within the second
+            signal.signal(sig, signal.SIG_IGN)
+        sweep.end_killed("SIGTERM", seconds=SWEEP_KILLED_SECONDS)
+        return
+    sweep.interrupted = True
+    with suppress(Exception):
+        sweep.finish()
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -197,8 +209,7 @@ def main() -> float | None:
         interrupts.acknowledge()
         sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
-        if not sigterm:  # a sweep's parent ends KILLED with its partial summary
-            _finish_sweep()
+        _finish_sweep(sigterm)  # a sweep's parent ends KILLED too
         _exit_now(143 if sigterm else 130)
     except Exception as exc:
         message = explain(exc)

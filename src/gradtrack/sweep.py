@@ -328,6 +328,27 @@ class MlflowSweepCallback(Callback):
             if _ACTIVE is self:
                 _ACTIVE = None
 
+    def end_killed(self, killed_by: str, seconds: float) -> None:
+        """End the parent KILLED within ``seconds``, without its summary (after SIGTERM
+        there is no time for one; rerunning the sweep resumes it and writes it)."""
+        if self._finished or self.parent_run_id is None:
+            return
+        self._finished = True
+        from mlflow.tracking import MlflowClient
+
+        from gradtrack.tracking.spool import bounded
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+
+        def end() -> None:
+            client.set_tag(self.parent_run_id, "killed_by", killed_by)
+            client.set_terminated(self.parent_run_id, status="KILLED")
+
+        try:
+            bounded(end, seconds)
+        except Exception as exc:  # a parent left RUNNING is ended by the next gradtrack
+            print(f"gradtrack: the sweep's parent run was not ended ({exc})", file=sys.stderr)
+
     def _record_reuse(self, client: Any, rows: list[ChildRow]) -> None:
         """Mark reused rows; tag and print how many jobs were reused/run/failed."""
         from mlflow.entities import Metric, RunTag
