@@ -265,6 +265,30 @@ def test_rerun_sweep_reuses_every_job_and_a_changed_list_is_a_new_sweep(project)
     assert all(c.data.params.get("optimizer.lr") for c in refs)  # params copied too
 
 
+@pytest.mark.slow
+def test_best_job_reused_from_another_sweep_registers_the_model_that_trained(project):
+    """register_best when the best job is a reference child: the original's LoggedModel
+    is registered (and is the reference child's output too), not an error."""
+    from mlflow.tracking import MlflowClient
+
+    base = ["-m", "+experiment=fit_linear_1d", "epochs=100"]
+    first = run_cli([*base, "optimizer.lr=0.1"], project)
+    assert first.returncode == 0, first.stderr[-2000:]
+    [original] = _sweep_runs(project)[1]
+    [model] = original.outputs.model_outputs
+
+    second = run_cli([*base, "optimizer.lr=0.1,0.001", "tracking.register_best=mpg"], project)
+    assert second.returncode == 0, second.stderr[-3000:]
+    [ref] = [c for c in _sweep_runs(project)[1] if c.data.tags.get("reused_from")]
+    assert ref.data.tags["reused_from"] == original.info.run_id
+    assert [m.model_id for m in ref.outputs.model_outputs] == [model.model_id]
+    new = next(p for p in _sweep_runs(project)[0] if p.data.tags["sweep_jobs_reused"] == "1")
+    assert new.info.status == "FINISHED" and new.data.tags["best_run_id"] == ref.info.run_id
+    client = MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    mv = client.get_model_version_by_alias("mpg", "champion")
+    assert mv.run_id == original.info.run_id and model.model_id in mv.source, mv
+
+
 def _artifact(project: Path, run_id: str, name: str) -> str:
     from mlflow.tracking import MlflowClient
 

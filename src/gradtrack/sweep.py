@@ -565,9 +565,13 @@ def register_champion(
             client.create_registered_model(name)
         # The model's own storage location: a models:/ source would be resolved
         # against MLflow's global tracking URI, not this client's store.
-        source = client.get_logged_model(best.model_id).artifact_location
+        model = client.get_logged_model(best.model_id)
+        # The run that trained it: a reference child (reuse) only stands for that run.
         mv = client.create_model_version(
-            name, source=source, run_id=best.run_id, model_id=best.model_id
+            name,
+            source=model.artifact_location,
+            run_id=model.source_run_id or best.run_id,
+            model_id=best.model_id,
         )
         client.set_registered_model_alias(name, CHAMPION, mv.version)
         client.set_tag(best.run_id, "registered_as", f"{name}@{CHAMPION} (v{mv.version})")

@@ -209,6 +209,13 @@ def record_reference(
             rid,
             tags=[RunTag("mlflow.note.content", f"Reused: the result of run {original}.")],
         )
+        # The original's LoggedModel is this child's output too: the sweep can register
+        # it (register_best) and the UI shows it, though this child trained nothing.
+        models = getattr(getattr(match, "outputs", None), "model_outputs", None) or []
+        if models:
+            from mlflow.entities import LoggedModelOutput
+
+            client.log_outputs(rid, [LoggedModelOutput(m.model_id, m.step) for m in models])
         client.set_terminated(rid, "FINISHED")
     except BaseException:
         client.set_terminated(rid, "FAILED")
