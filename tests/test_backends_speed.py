@@ -293,6 +293,73 @@ def test_numpy_per_sample_rows_equal_one_row_batches_bit_for_bit(shuffle, dtype)
     assert a.losses[-1] < a.losses[0]
 
 
+def _tanh_setup():
+    from gradtrack.models import InitSpec, get_problem
+
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-2, 2, (15, 1))
+    y = np.tanh(0.7 * np.tanh(1.3 * X[:, 0]) - 0.2)
+    p0 = get_problem("tanh_net").init_params(1, InitSpec("normal", scale=0.5), rng)
+    return X, y, p0
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
+@pytest.mark.parametrize("spec", SPECS[:3], ids=lambda s: s.name)
+def test_numpy_per_sample_scalar_loop_equals_general_loop_bit_for_bit(spec, shuffle):
+    """The generated scalar loop (backends/sample_loop.py) stands in for the general
+    epoch loop only because it computes the same bits: losses, gradient norms,
+    parameters and optimizer state, across chunks (the state carries over)."""
+    from gradtrack.backends import get_backend
+    from gradtrack.backends.base import BatchPlan
+    from gradtrack.models.tanh_net import TanhNet
+
+    class General(TanhNet):
+        sample_loss_and_grad = None  # not offered: the general loop runs
+
+    X, y, p0 = _tanh_setup()
+    be = get_backend("numpy")
+    out = []
+    for problem in (TanhNet(), General()):
+        plan = BatchPlan(15, 1, shuffle, 7)
+        tr = be.make_trainer(problem, p0, X, y, spec=spec, dtype="float64", plan=plan)
+        assert tr.per_sample == (problem.sample_loss_and_grad is not None)
+        recs = [tr.run(n) for n in (1, 6, 13)]
+        losses = np.concatenate([r.losses for r in recs])
+        norms = np.concatenate([r.grad_norms for r in recs])
+        out.append((losses, norms, tr.params(), [s[0].copy() for s in tr._slots], tr.t))
+    (la, na, pa, sa, ta), (lb, nb, pb, sb, tb) = out
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(na, nb)
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k])
+    for a, b in zip(sa, sb, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ta == tb == 20 * 15
+    assert la[-1] < la[0]
+
+
+@pytest.mark.parametrize(
+    "why, spec, dtype, batch_size",
+    [
+        ("clipping", OptimizerSpec("sgd", lr=0.1, clip_norm=0.5), "float64", 1),
+        ("float32 norms", OptimizerSpec("sgd", lr=0.1), "float32", 1),
+        ("minibatches", OptimizerSpec("sgd", lr=0.1), "float64", 2),
+    ],
+)
+def test_numpy_per_sample_scalar_loop_only_where_it_is_exact(why, spec, dtype, batch_size):
+    from gradtrack.backends import get_backend
+    from gradtrack.backends.base import BatchPlan
+    from gradtrack.models import get_problem
+
+    X, y, p0 = _tanh_setup()
+    plan = BatchPlan(15, batch_size, False, 7)
+    tr = get_backend("numpy").make_trainer(
+        get_problem("tanh_net"), p0, X, y, spec=spec, dtype=dtype, plan=plan
+    )
+    assert not tr.per_sample, why
+    assert np.isfinite(tr.run(3).losses).all()
+
+
 # --- the benchmark's plain loops do the same work as gradtrack ----------------------
 
 

@@ -149,3 +149,22 @@ def make_inplace_update(ops: Any, spec: OptimizerSpec, params: list, slots: list
     else:
         raise ValueError(f"unknown optimizer {spec.name!r}; valid: sgd, momentum, adam")
     return update
+
+
+# The rules once more, as source lines on scalars, for loops generated per model
+# (backends/sample_loop.py): ``{p}`` a parameter, ``{g}`` its gradient, ``{s0}``/``{s1}``
+# its state; ``lr, mu, b1, b2, c1, c2, eps`` as in :func:`make_inplace_update` and
+# ``bc1``/``bc2`` from ``pre``, run once per update before the parameters'. The same
+# operations in the same order as the in-place rules, so the same bits.
+SCALAR_RULES: dict[str, dict[str, list[str]]] = {
+    "sgd": {"pre": [], "each": ["{p} -= lr * {g}"]},
+    "momentum": {"pre": [], "each": ["{s0} = {s0} * mu + {g}", "{p} -= lr * {s0}"]},
+    "adam": {
+        "pre": ["t += 1", "bc1 = 1 - b1**t", "bc2 = 1 - b2**t"],
+        "each": [
+            "{s0} = {s0} * b1 + c1 * {g}",
+            "{s1} = {s1} * b2 + c2 * ({g} * {g})",
+            "{p} -= lr * ({s0} / bc1) / (sqrt({s1} / bc2) + eps)",
+        ],
+    },
+}

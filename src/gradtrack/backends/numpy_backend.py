@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from gradtrack.backends import sample_loop
 from gradtrack.backends.base import EpochTrainer, StepRecord, Trainer
 from gradtrack.models.base import NUMPY_OPS, Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
@@ -61,6 +62,13 @@ class NumpyTrainer(EpochTrainer):
         full = X is None or plan is None or plan.full
         self.rows = bool(not full and plan.batch_size == 1 and getattr(problem, "takes_rows", 0))
         self._setup_loop(problem, X, y, plan)
+        # Per-sample SGD of a model with a few scalar parameters: one generated loop
+        # on scalars per chunk instead (backends/sample_loop.py), the same bits.
+        self.per_sample = sample_loop.applies(problem, self.names, shapes, spec, dtype, plan)
+        if self.per_sample:
+            self._samples = (problem.sample_inputs(X), y)
+            self._epochs = sample_loop.epochs_function(len(self.names), spec.name)
+            self._hyper = sample_loop.hyper(spec)
 
     def _stepper(self):
         # Every lookup hoisted out of the hot loop.
@@ -84,7 +92,27 @@ class NumpyTrainer(EpochTrainer):
 
     def run(self, n_steps: int) -> StepRecord:
         with np.errstate(all="ignore"):  # divergence is detected from the losses
+            if self.per_sample:
+                return self._run_samples(n_steps)
             return super().run(n_steps)
+
+    def _run_samples(self, n_steps: int) -> StepRecord:
+        """``n_steps`` epochs of per-sample updates in the generated scalar loop."""
+        xs, ys = self._samples
+        if self.plan.shuffle:  # the general loop's orders, drawn for the whole chunk
+            order = self.plan.orders(n_steps)
+            XS, TS = xs[order], ys[order]
+        else:
+            XS, TS = [xs] * n_steps, [ys] * n_steps
+        params = [p[()] for p in self._p]  # numpy scalars of the trainer's dtype
+        slots = [[s[0][i] for i in range(len(params))] for s in self._slots]
+        losses, norms, params, slots, self.t = self._epochs(
+            self.problem.sample_loss_and_grad, XS, TS, params, slots, self.t, self._hyper
+        )
+        self._theta[:] = params
+        for s, new in zip(self._slots, slots):
+            s[0][:] = new
+        return StepRecord(self._array(losses), self._array(norms))
 
     def _value(self):
         return float(self._p[0])

@@ -71,5 +71,23 @@ class TanhNet:
             "b": _total(dC_dz2),  # dz2/db = 1
         }
 
+    # Per-sample SGD in float64 runs on scalars in one generated loop (see
+    # backends/sample_loop.py): one row's loss and gradient with loss_and_grad's
+    # operations on that row, in the same order (n = 1 divides exactly).
+    sample_params = ("w1", "w2", "b")
+
+    @staticmethod
+    def sample_inputs(X):
+        return X[:, 0]
+
+    @staticmethod
+    def sample_loss_and_grad(w1, w2, b, x, y, tanh=np.tanh):
+        a1 = tanh(w1 * x)
+        out = tanh(w2 * a1 + b)
+        d = out - y
+        dC_dz2 = d * (1 - out * out)
+        dC_dz1 = dC_dz2 * w2 * (1 - a1 * a1)
+        return d * d * 0.5, dC_dz1 * x, dC_dz2 * a1, dC_dz2
+
     def summarise(self, params, values, ds) -> Summary:
         return Summary()  # final_loss says it all
