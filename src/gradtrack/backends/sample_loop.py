@@ -95,7 +95,9 @@ def epochs_function(n_params: int, optimizer: str) -> Callable:
         "    " + line for line in body
     )
     scope: dict = {"sqrt": math.sqrt}
-    exec(compile(src, f"<gradtrack per-sample loop: {n_params} params, {optimizer}>", "exec"), scope)
+    exec(
+        compile(src, f"<gradtrack per-sample loop: {n_params} params, {optimizer}>", "exec"), scope
+    )
     run = scope["run"]
     run.source = src  # for a reader (and a failing test) to see what runs
     return run
