@@ -89,8 +89,8 @@ class EpochTrainer(Trainer):
     values into a float64 array (:meth:`_array`) and index rows (:meth:`_order`).
     """
 
-    # Per-sample SGD hands ``step`` one row and one target (numpy scalars, for a
-    # problem that ``takes_rows``) instead of 1-row batches.
+    # Per-sample SGD hands ``step`` one row (or what the problem's ``sample_inputs``
+    # makes of it) and one target instead of 1-row batches; the backend says when.
     rows = False
 
     def _setup_loop(self, problem, X, y, plan: BatchPlan | None) -> None:
@@ -113,7 +113,7 @@ class EpochTrainer(Trainer):
             return self._fixed
         order, bs, X, y = self._order(self.plan.next_order()), self.plan.batch_size, self.X, self.y
         if self.rows:
-            return [(X[i], y[i]) for i in order]
+            return list(zip(X[order], y[order]))
         return [(X[idx], y[idx]) for idx in (order[s : s + bs] for s in range(0, self.plan.n, bs))]
 
     def run(self, n_steps: int) -> StepRecord:

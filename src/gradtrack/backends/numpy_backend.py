@@ -64,7 +64,7 @@ class NumpyTrainer(EpochTrainer):
         self._setup_loop(problem, X, y, plan)
         # Per-sample SGD of a model with a few scalar parameters: one generated loop
         # on scalars per chunk instead (backends/sample_loop.py), the same bits.
-        self.per_sample = sample_loop.applies(problem, self.names, shapes, spec, dtype, plan)
+        self.per_sample = sample_loop.applies(problem, self.names, self._p, spec, dtype, plan)
         if self.per_sample:
             self._samples = (problem.sample_inputs(X), y)
             self._epochs = sample_loop.epochs_function(len(self.names), spec.name)

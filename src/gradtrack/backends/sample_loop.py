@@ -37,15 +37,22 @@ from gradtrack.optimizers import SCALAR_RULES, Hyper, OptimizerSpec
 MAX_PARAMS = 8
 
 
-def applies(problem, names: list[str], shapes: list, spec: OptimizerSpec, dtype, plan) -> bool:
-    """Whether the scalar loop can stand in for the general one, bit for bit."""
+def takes_samples(problem, names: list[str], params: list, plan, method: str) -> bool:
+    """Per-sample SGD of a problem that offers ``method`` for its scalar parameters."""
     return bool(
         plan is not None
         and not plan.full
         and plan.batch_size == 1
-        and getattr(problem, "sample_loss_and_grad", None) is not None
+        and getattr(problem, method, None) is not None
         and list(getattr(problem, "sample_params", ())) == names
-        and all(sh == () for sh in shapes)
+        and all(tuple(p.shape) == () for p in params)
+    )
+
+
+def applies(problem, names: list[str], params: list, spec: OptimizerSpec, dtype, plan) -> bool:
+    """Whether the numpy scalar loop can stand in for the general one, bit for bit."""
+    return bool(
+        takes_samples(problem, names, params, plan, "sample_loss_and_grad")
         and len(names) <= MAX_PARAMS
         and np.dtype(dtype) == np.float64  # float32 norms: BLAS sdot's order differs
         and spec.clip_norm <= 0

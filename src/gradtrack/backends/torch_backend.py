@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gradtrack.backends import sample_loop
 from gradtrack.backends.base import EpochTrainer, Trainer
 from gradtrack.models.base import Params
 from gradtrack.optimizers import OptimizerSpec, make_inplace_update
@@ -93,14 +94,32 @@ class TorchTrainer(EpochTrainer):
         self._update = make_inplace_update(OPS, spec, self._p, self._slots)
         X = None if X is None else _data(X, dtype, self.device)
         y = None if y is None else _data(y, dtype, self.device)
+        # Per-sample SGD of a problem with a scalar forward (``sample_loss``): each
+        # step differentiates that on one row's 0-d tensors, split once per run (or
+        # per shuffled epoch), not the batch forward on a 1-row slice (see
+        # backends/sample_loop.py). The same operations, so the same bits.
+        self.rows = sample_loop.takes_samples(problem, self.names, self._p, plan, "sample_loss")
+        if self.rows:
+            X = problem.sample_inputs(X)
         self._setup_loop(problem, X, y, plan)
 
     def _stepper(self):
-        loss_fn, params, ps, update = self.problem.loss, self._params, self._p, self._update
+        params, ps, update = self._params, self._p, self._update
         no_grad, sqrt = torch.no_grad, torch.sqrt
+        if self.rows:
+            sample_loss = self.problem.sample_loss
+
+            def forward(x, y):
+                return sample_loss(OPS, *ps, x, y)
+
+        else:
+            loss_fn = self.problem.loss
+
+            def forward(Xb, yb):
+                return loss_fn(OPS, params, Xb, yb)
 
         def step(Xb, yb, t):
-            loss = loss_fn(OPS, params, Xb, yb)
+            loss = forward(Xb, yb)
             loss.backward()
             with no_grad():
                 grads = [p.grad for p in ps]

@@ -71,14 +71,22 @@ class TanhNet:
             "b": _total(dC_dz2),  # dz2/db = 1
         }
 
-    # Per-sample SGD in float64 runs on scalars in one generated loop (see
-    # backends/sample_loop.py): one row's loss and gradient with loss_and_grad's
-    # operations on that row, in the same order (n = 1 divides exactly).
+    # Per-sample SGD (batch_size=1) hands one row's input and target as scalars (see
+    # backends/sample_loop.py): numpy runs sample_loss_and_grad, loss_and_grad's
+    # operations on that row, in one generated loop; PyTorch differentiates
+    # sample_loss, loss's. Same operations in the same order (a mean or a division
+    # over one row is exact), so the same bits as 1-row batches.
     sample_params = ("w1", "w2", "b")
 
     @staticmethod
     def sample_inputs(X):
         return X[:, 0]
+
+    @staticmethod
+    def sample_loss(ops, w1, w2, b, x, y):
+        out = ops.tanh(w2 * ops.tanh(w1 * x) + b)
+        d = out - y
+        return d * d * 0.5
 
     @staticmethod
     def sample_loss_and_grad(w1, w2, b, x, y, tanh=np.tanh):
