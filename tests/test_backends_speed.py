@@ -338,6 +338,45 @@ def test_numpy_per_sample_scalar_loop_equals_general_loop_bit_for_bit(spec, shuf
     assert la[-1] < la[0]
 
 
+def _rebinds_its_input(w1, w2, b, x, y, tanh=np.tanh):
+    x = x * 1.0  # a loop variable: pasting this body would change the loop
+    a1 = tanh(w1 * x)
+    d = tanh(w2 * a1 + b) - y
+    return d * d * 0.5, d * x, d * a1, d
+
+
+def _uses_a_loop_name(w1, w2, b, x, lr):  # ``lr`` is the loop's learning rate
+    d = w2 * np.tanh(w1 * x) + b - lr
+    return d * d * 0.5, d * x, d, d
+
+
+@pytest.mark.parametrize("spec", SPECS[:3], ids=lambda s: s.name)
+def test_sample_loop_pastes_the_models_gradient_only_where_that_computes_the_same(spec):
+    """The scalar loop pastes the model's one-row gradient into itself (no call per
+    update) when that is safe; pasted or called, the loop computes the same bits."""
+    from gradtrack.backends.sample_loop import epochs_function, hyper
+    from gradtrack.models.tanh_net import TanhNet
+
+    X, y, p0 = _tanh_setup()
+    xs = TanhNet.sample_inputs(X)
+    order = np.random.default_rng(3).permutation(15)
+    XS, TS = [xs, xs[order]] * 3, [y, y[order]] * 3
+    for grad, pasted in (
+        (TanhNet.sample_loss_and_grad, True),
+        (_rebinds_its_input, False),
+        (_uses_a_loop_name, False),
+    ):
+        runs = [epochs_function(grad, 3, spec.name, inline) for inline in (True, False)]
+        assert ("_grad(" not in runs[0].source) == pasted, runs[0].source
+        assert "_grad(" in runs[1].source
+        params = [p0[k][()] for k in ("w1", "w2", "b")]
+        slots = [[np.float64(0.0)] * 3 for _ in range(spec.n_slots)]
+        a, b = (run(XS, TS, params, slots, 0, hyper(spec)) for run in runs)
+        for u, v in zip(a[:4], b[:4], strict=True):
+            np.testing.assert_array_equal(np.array(u, dtype=np.float64), v)
+        assert a[4] == b[4] == 6 * 15
+
+
 @pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-clip{s.clip_norm}")
 def test_torch_per_sample_forward_equals_one_row_batches_bit_for_bit(spec, shuffle):

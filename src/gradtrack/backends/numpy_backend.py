@@ -67,7 +67,9 @@ class NumpyTrainer(EpochTrainer):
         self.per_sample = sample_loop.applies(problem, self.names, self._p, spec, dtype, plan)
         if self.per_sample:
             self._samples = (problem.sample_inputs(X), y)
-            self._epochs = sample_loop.epochs_function(len(self.names), spec.name)
+            self._epochs = sample_loop.epochs_function(
+                problem.sample_loss_and_grad, len(self.names), spec.name
+            )
             self._hyper = sample_loop.hyper(spec)
 
     def _stepper(self):
@@ -107,7 +109,7 @@ class NumpyTrainer(EpochTrainer):
         params = [p[()] for p in self._p]  # numpy scalars of the trainer's dtype
         slots = [[s[0][i] for i in range(len(params))] for s in self._slots]
         losses, norms, params, slots, self.t = self._epochs(
-            self.problem.sample_loss_and_grad, XS, TS, params, slots, self.t, self._hyper
+            XS, TS, params, slots, self.t, self._hyper
         )
         self._theta[:] = params
         for s, new in zip(self._slots, slots):
