@@ -106,7 +106,9 @@ class Problem(Protocol):
 
         ``values`` holds x after each step for scalar problems (None otherwise). A
         problem may also define ``config_errors(model_config) -> list[str]`` for
-        settings only it can judge (the config check calls it).
+        settings only it can judge (the config check calls it), and, when its
+        parameters are a few scalars, the per-sample members that
+        backends/sample_loop.py describes (per-sample SGD on scalars).
         """
         ...
 
