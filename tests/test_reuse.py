@@ -77,6 +77,27 @@ def test_fingerprint_covers_data_and_framework():
     assert set(parts(plain, None)["frameworks"]) == {"numpy"}
 
 
+def test_device_auto_is_fingerprinted_as_the_device_it_picks(monkeypatch):
+    from gradtrack.tracking import fingerprint
+
+    def fp(device: str) -> str:
+        return _fp("+experiment=fit_linear", "backend=torch", f"backend.device={device}")
+
+    # No GPU here: auto computes what cpu computes, so the two are one fingerprint.
+    assert fingerprint.resolved_device("torch", "auto") == "cpu"
+    assert fp("auto") == fp("cpu") != fp("cuda")
+    # A machine where torch sees a GPU: auto is cuda, never answered by a CPU result.
+    fingerprint.resolved_device.cache_clear()
+    monkeypatch.setattr(fingerprint, "GPU_NODES", (str(Path(__file__)),))  # "a node exists"
+    import gradtrack.backends.torch_backend as torch_backend
+
+    monkeypatch.setattr(torch_backend, "resolve_device", lambda device: "cuda")
+    try:
+        assert fp("auto") == fp("cuda") != fp("cpu")
+    finally:
+        fingerprint.resolved_device.cache_clear()
+
+
 def test_fingerprint_of_a_numpy_run_imports_no_framework():
     code = (
         "import sys\n"

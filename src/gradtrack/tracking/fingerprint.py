@@ -15,6 +15,10 @@ It covers, as one canonical JSON document hashed with sha256:
   tensorflow only when that backend runs (read from the installed distribution's
   metadata, so ``backend=numpy`` never imports either).
 
+``backend.device=auto`` is hashed as the device it picks here (:func:`resolved_device`):
+a store shared by a GPU and a CPU machine never answers one with the other's result,
+and ``auto`` on a CPU-only machine is the same computation as ``cpu``.
+
 Stored on every run as the tag :data:`TAG` (and its parts as ``fingerprint_code`` and
 ``fingerprint_data``), so two runs with the same tag computed the same thing.
 """
@@ -99,14 +103,40 @@ def frameworks(backend: str) -> dict[str, str]:
     return {n: framework_version(n) for n in names}
 
 
+# Device nodes without which no framework can see a GPU (NVIDIA; AMD ROCm's /dev/kfd).
+GPU_NODES = ("/dev/nvidia[0-9]*", "/dev/kfd")
+
+
+@functools.cache
+def resolved_device(backend: str, device: str) -> str:
+    """The device ``backend.device`` stands for on this machine: ``auto`` resolved.
+
+    Without a GPU device node no framework can see a GPU, so ``auto`` is ``cpu``
+    without importing anything; with one, the backend is asked (it imports its
+    framework, as the run itself is about to).
+    """
+    if device != "auto" or backend == "numpy":
+        return device
+    import glob
+
+    if not any(glob.glob(pattern) for pattern in GPU_NODES):
+        return "cpu"
+    from gradtrack.backends import get_backend
+
+    return get_backend(backend).resolve_device("auto")
+
+
 def parts(plain_cfg: dict[str, Any], data_digest: str | None) -> dict[str, Any]:
     """What the fingerprint hashes (``plain_cfg``: the resolved config as plain dicts)."""
     from gradtrack.config import result_params
 
     backend = plain_cfg.get("backend", {}).get("name", "numpy")
+    params = result_params(plain_cfg)
+    if "backend.device" in params:
+        params["backend.device"] = resolved_device(backend, params["backend.device"])
     return {
         "scheme": SCHEME,
-        "config": canonical(result_params(plain_cfg)),
+        "config": canonical(params),
         "data": data_digest,
         "code": code_version(),
         "frameworks": frameworks(backend),
