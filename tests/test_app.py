@@ -62,6 +62,24 @@ def test_scalar_run_imports_neither_sklearn_nor_frameworks(project):
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
 
 
+def test_untracked_scalar_run_imports_no_table_plotting_or_tracking_library(project):
+    """A scalar problem has no table: pandas (~0.2 s) is not imported, nor is anything
+    that only tracking or a dataset needs."""
+    heavy = ("torch", "tensorflow", "sklearn", "pandas", "matplotlib", "mlflow")
+    code = (
+        "import sys\n"
+        "from gradtrack.cli import main\n"
+        "sys.argv = ['gradtrack', '+experiment=seed_fence', 'backend=numpy',"
+        " 'tracking.enabled=false']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', [m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
 def test_seed_quadratic_tf_on_numpy_prints_the_notebook_sequence(project):
     out = run_cli(["+experiment=seed_quadratic_tf", "backend=numpy"], project)
     assert out.returncode == 0, out.stderr
