@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from gradtrack import interrupts
+from gradtrack import interrupts, run_compose
 from gradtrack.config import register_configs
 from gradtrack.errors import GradtrackError
 
@@ -203,7 +203,8 @@ def main() -> float | None:
     saved = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        return _app()
+        with run_compose.once():  # Hydra would compose a single run's config twice
+            return _app()
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
         # The run is already ended KILLED with its metrics flushed; say so briefly.
         interrupts.acknowledge()
