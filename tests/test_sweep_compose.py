@@ -76,3 +76,74 @@ def test_a_worker_loads_the_shared_composition_instead_of_composing(master):
     other = worker_loader.load_sweep_config(worker_master, ["optimizer.lr=0.3"])
     assert worker_memo.composed == 1 and other.optimizer.lr == 0.3
     del loader.__dict__["load_sweep_config"]  # leave Hydra's loader as it was
+
+
+# Group choices (backend, optimizer, +experiment, a nested dataset default), value
+# overrides of keys those groups set, a new key, and the same group set again later.
+MIXED_JOBS = [
+    ["+experiment=fit_linear_1d", "optimizer.lr=0.1"],
+    ["+experiment=fit_linear_1d", "optimizer.lr=0.2", "epochs=7"],
+    ["+experiment=fit_linear_1d", "backend=torch", "optimizer.lr=0.1"],
+    ["+experiment=fit_linear", "optimizer=adam", "optimizer.lr=0.05"],
+    ["+experiment=fit_logistic", "dataset=pima", "dataset.standardize=false"],
+    ["+experiment=fit_linear_1d", "backend=tensorflow", "backend.dtype=float32"],
+    ["+experiment=fit_linear_1d", "optimizer.lr=0.3", "tracking.enabled=false"],
+    ["+experiment=fit_linear_1d", "backend=torch", "optimizer.lr=0.4", "seed=3"],
+    ["optimizer=momentum", "optimizer.momentum=0.5", "hydra.job.chdir=true"],
+    ["+experiment=fit_linear", "optimizer=adam", "optimizer.lr=0.06"],
+]
+
+
+def _flags(cfg) -> list:
+    """Every node's struct/readonly flags, by path."""
+    from omegaconf import DictConfig, ListConfig
+
+    out, todo = [], [("", cfg)]
+    while todo:
+        path, node = todo.pop()
+        out.append((path, node._get_flag("struct"), node._get_flag("readonly")))
+        if node._is_none() or node._is_missing() or node._is_interpolation():
+            continue
+        keys = list(node.keys()) if isinstance(node, DictConfig) else []
+        for k in keys:
+            child = node._get_node(k)
+            if isinstance(child, DictConfig | ListConfig):
+                todo.append((f"{path}.{k}", child))
+    return sorted(out)
+
+
+def test_jobs_sharing_group_choices_compose_exactly_as_hydra_does(master):
+    """Reusing the merged defaults across jobs changes nothing: every job's config,
+    hydra node included, equals Hydra's own composition (values, flags, typed object),
+    whatever group choices the jobs before it made."""
+    from omegaconf import OmegaConf, open_dict
+
+    from gradtrack.sweep_compose import ComposeMemo
+
+    cfg, loader = master
+    memo = ComposeMemo(loader)
+    kept = [memo.keep(cfg, job) for job in MIXED_JOBS]
+    assert memo._defaults.reused >= 4  # the same group choices came back
+    for job, mine in zip(MIXED_JOBS, kept):
+        hydra_own = type(loader).load_sweep_config(loader, cfg, list(job))
+        assert OmegaConf.to_yaml(mine) == OmegaConf.to_yaml(hydra_own), job
+        assert _flags(mine) == _flags(hydra_own), job
+        for c in (mine, hydra_own):
+            with open_dict(c):
+                del c["hydra"]
+        assert OmegaConf.to_object(mine) == OmegaConf.to_object(hydra_own), job
+    # A job's value override must not leak into the next job with the same groups.
+    assert kept[0].optimizer.lr == 0.1 and kept[1].optimizer.lr == 0.2
+    assert kept[0].epochs != 7 and kept[6].tracking.enabled is False
+    # A bad value is refused as Hydra refuses it.
+    with pytest.raises(Exception, match="optimizer.lr"):
+        memo.keep(cfg, ["+experiment=fit_linear_1d", "optimizer.lr=fast"])
+    with pytest.raises(Exception, match="optimizer.lr"):
+        type(loader).load_sweep_config(
+            loader, cfg, ["+experiment=fit_linear_1d", "optimizer.lr=fast"]
+        )
+    # Hydra's own functions are back in place afterwards.
+    from hydra._internal import config_loader_impl, defaults_list
+
+    assert config_loader_impl.create_defaults_list is defaults_list.create_defaults_list
+    assert "_compose_config_from_defaults_list" not in vars(loader)

@@ -23,12 +23,26 @@ So for those, ``share`` writes each kept composition to a private temporary fold
 the master's Hydra overrides, the job's overrides); a worker on the same machine loads
 it instead of composing. Where the folder cannot be read (a Ray worker on another
 machine), the worker composes as usual.
+
+Composing itself is mostly work that every job of a sweep repeats identically: Hydra
+reads and parses the config files, builds the defaults tree and merges the configs it
+lists, and only then applies the job's value overrides (``optimizer.lr=0.1``). Value
+overrides never change the defaults tree (Hydra decides which overrides are group
+choices, ``backend=torch``, and which are values; see ``defaults_list.Overrides``). So
+while the memo composes the sweep's jobs (``keep``), ``_DefaultsReuse`` keeps, per set of
+group overrides (and search path), Hydra's defaults list and the config merged from it,
+and a job with the same group overrides starts from a copy of that merged config. The
+rest is Hydra's own ``_load_configuration_impl``: value overrides, hydra.overrides,
+choices, runtime fields. tests/test_sweep_compose.py compares the result with Hydra's
+composition, group overrides included.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +65,7 @@ class ComposeMemo:
         self.hits = 0
         self.composed = 0
         self.share_dir: str | None = None  # see share()
+        self._defaults: _DefaultsReuse | None = None  # see keep()
 
     @classmethod
     def install(cls, loader: Any) -> ComposeMemo:
@@ -61,9 +76,20 @@ class ComposeMemo:
             loader.load_sweep_config = memo
         return memo
 
-    def _compose(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+    def _compose(
+        self, master_config: DictConfig, sweep_overrides: list[str], reuse: bool = False
+    ) -> DictConfig:
         self.composed += 1
-        return type(self._loader).load_sweep_config(self._loader, master_config, sweep_overrides)
+        if not reuse:
+            return type(self._loader).load_sweep_config(
+                self._loader, master_config, sweep_overrides
+            )
+        if self._defaults is None:
+            self._defaults = _DefaultsReuse()
+        with self._defaults.installed(self._loader):
+            return type(self._loader).load_sweep_config(
+                self._loader, master_config, sweep_overrides
+            )
 
     def share(self) -> None:
         """Also hand kept compositions to worker processes on this machine (files)."""
@@ -73,7 +99,7 @@ class ComposeMemo:
 
     def keep(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         """Compose a job, keep it for the next requests, and return a copy of it."""
-        cfg = self._compose(master_config, list(sweep_overrides))
+        cfg = self._compose(master_config, list(sweep_overrides), reuse=True)
         self._kept[(id(master_config), tuple(sweep_overrides))] = [cfg, 0]
         if self.share_dir is not None:
             path = self._shared_path(master_config, sweep_overrides)
@@ -127,4 +153,91 @@ class ComposeMemo:
             "composed": 0,
             "hits_per_job": self.hits_per_job,
             "share_dir": self.share_dir,
+            "_defaults": None,
         }
+
+
+class _DefaultsReuse:
+    """Hydra's defaults list and merged config, per set of group overrides (see above).
+
+    ``installed`` puts it in Hydra's way for one composition: the module's
+    ``create_defaults_list`` and the loader's ``_compose_config_from_defaults_list``.
+    """
+
+    def __init__(self) -> None:
+        self._lists: dict[tuple, Any] = {}  # key -> DefaultsList
+        self._configs: dict[tuple, DictConfig] = {}  # key -> merged config (pristine)
+        self._key: tuple | None = None  # the composition under way
+        self.reused = 0
+
+    @contextlib.contextmanager
+    def installed(self, loader: Any):
+        from hydra._internal import config_loader_impl
+
+        original = config_loader_impl.create_defaults_list
+        config_loader_impl.create_defaults_list = functools.partial(
+            self._create_defaults_list, original
+        )
+        loader._compose_config_from_defaults_list = functools.partial(
+            self._compose_from, type(loader)._compose_config_from_defaults_list.__get__(loader)
+        )
+        try:
+            yield
+        finally:
+            config_loader_impl.create_defaults_list = original
+            del loader._compose_config_from_defaults_list
+            self._key = None
+
+    def _create_defaults_list(
+        self, original, repo, config_name, overrides_list, prepend_hydra, skip_missing
+    ):
+        from hydra._internal.defaults_list import DefaultsList, Overrides
+
+        self._key = None
+        try:  # Hydra's own split of the overrides into group choices and values
+            values = Overrides(repo=repo, overrides_list=list(overrides_list)).config_overrides
+        except Exception:  # Hydra reports it, composing as usual
+            return original(
+                repo=repo,
+                config_name=config_name,
+                overrides_list=overrides_list,
+                prepend_hydra=prepend_hydra,
+                skip_missing=skip_missing,
+            )
+        plain = {id(o) for o in values if not o.get_key_element().startswith("hydra.")}
+        key = (
+            config_name,
+            prepend_hydra,
+            skip_missing,
+            tuple((s.provider, s.path) for s in repo.get_sources()),
+            tuple(o.input_line for o in overrides_list if id(o) not in plain),
+        )
+        self._key = key
+        known = self._lists.get(key)
+        if known is None:
+            known = self._lists[key] = original(
+                repo=repo,
+                config_name=config_name,
+                overrides_list=overrides_list,
+                prepend_hydra=prepend_hydra,
+                skip_missing=skip_missing,
+            )
+            return known
+        return DefaultsList(
+            defaults=known.defaults,
+            defaults_tree=known.defaults_tree,
+            config_overrides=values,
+            overrides=known.overrides,  # (only its known_choices are read later)
+        )
+
+    def _compose_from(self, original, defaults, repo) -> DictConfig:
+        key, self._key = self._key, None
+        if key is None:
+            return original(defaults=defaults, repo=repo)
+        merged = self._configs.get(key)
+        if merged is None:
+            cfg = original(defaults=defaults, repo=repo)
+            self._configs[key] = copy.deepcopy(cfg)
+            return cfg
+        self.reused += 1
+        return copy.deepcopy(merged)
