@@ -71,6 +71,29 @@ def _canvas_class():
     return SharedRendererCanvas
 
 
+# Drawing a new figure also makes its axes' ticks and measures their labels (~15 ms a
+# plot). A sweep's jobs draw the same plots with other values, so loss_curve and
+# coefficient_chart keep each figure they build (per thread, at most REUSED_FIGURES,
+# keyed by what fixes its layout) and set every value-dependent part again on reuse:
+# tests/test_artifacts.py checks the PNG bytes equal a new figure's.
+REUSED_FIGURES = 8
+_figures = threading.local()
+
+
+def _reused(key: tuple, build):
+    """This thread's figure for ``key`` (``build()`` makes it the first time)."""
+    cache = getattr(_figures, "by_key", None)
+    if cache is None:
+        cache = _figures.by_key = collections.OrderedDict()
+    entry = cache.pop(key, None)
+    if entry is None:
+        entry = build()
+    cache[key] = entry  # most recently used last
+    while len(cache) > REUSED_FIGURES:
+        cache.popitem(last=False)
+    return entry
+
+
 def _figure(width: float, height: float, left: float = 0.12):
     from matplotlib.figure import Figure
 
@@ -106,12 +129,20 @@ def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
 
     losses = np.asarray(losses, dtype=float)
     steps = kept_steps(len(losses), PLOT_POINTS)
-    fig, ax = _figure(6, 4, left=0.14)
-    ax.plot(steps, losses[steps])
-    if wants_log_axis(losses):
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+
+    def build():
+        fig, ax = _figure(6, 4, left=0.14)
+        (line,) = ax.plot(steps, losses[steps])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        return fig, ax, line
+
+    fig, ax, line = _reused(("loss_curve",), build)
+    # Everything that depends on this run is set again: data, scale, limits, title.
+    line.set_data(steps, losses[steps])
+    ax.relim()  # (before the scale: a log scale checks the data limits)
+    ax.set_yscale("log" if wants_log_axis(losses) else "linear")
+    ax.autoscale_view()
     ax.set_title(title)
     fig.savefig(path)
 
@@ -178,29 +209,42 @@ def coefficient_chart(
     """
     lv = np.asarray(learned, dtype=float)
     factor = np.ones_like(lv) if scale is None else np.asarray(scale, dtype=float)
-    y = np.arange(len(names))
-    width = 7.0
-    # Room for the longest feature name (about 0.075 inch per character at 10 pt).
-    left = min(0.5, (0.3 + 0.075 * max((len(n) for n in names), default=4)) / width)
-    fig, ax = _figure(width, max(2.5, 0.45 * len(names) + 1.5), left=left)
-    height = 0.4 if baseline is not None else 0.7
-    off = height / 2 if baseline is not None else 0.0
-    ax.barh(y - off, lv * factor, height, label="learned")
+    bv = None if baseline is None else np.asarray(baseline, dtype=float)
+
+    def build():
+        y = np.arange(len(names))
+        width = 7.0
+        # Room for the longest feature name (about 0.075 inch per character at 10 pt).
+        left = min(0.5, (0.3 + 0.075 * max((len(n) for n in names), default=4)) / width)
+        fig, ax = _figure(width, max(2.5, 0.45 * len(names) + 1.5), left=left)
+        height = 0.4 if bv is not None else 0.7
+        off = height / 2 if bv is not None else 0.0
+        bars = [ax.barh(y - off, lv * factor, height, label="learned")]
+        if bv is not None:
+            bars.append(ax.barh(y + off, bv * factor, height, label="scikit-learn"))
+        ax.axvline(0.0, color="gray", lw=0.8)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()  # first feature on top, as in the table
+        ax.set_xlabel(
+            "standardized effect (coefficient × feature SD)"
+            if scale is not None
+            else "coefficient (original units)"
+        )
+        ax.legend(fontsize=8)
+        return fig, ax, bars
+
+    # The same features, bars and axis label: the same figure, new values.
+    key = ("coefficient_chart", tuple(names), bv is None, scale is None)
+    fig, ax, bars = _reused(key, build)
+    for container, values in zip(bars, [lv] if bv is None else [lv, bv]):
+        for bar, value in zip(container, values * factor):
+            bar.set_width(value)
+    ax.relim()
+    ax.autoscale_view()
     intercept = f"intercept: learned {learned_b:.6g}"
-    if baseline is not None:
-        bv = np.asarray(baseline, dtype=float)
-        ax.barh(y + off, bv * factor, height, label="scikit-learn")
+    if bv is not None:
         intercept += f", scikit-learn {baseline_b:.6g}"
-    ax.axvline(0.0, color="gray", lw=0.8)
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()  # first feature on top, as in the table
-    ax.set_xlabel(
-        "standardized effect (coefficient × feature SD)"
-        if scale is not None
-        else "coefficient (original units)"
-    )
     ax.set_title(intercept, fontsize=10)
-    ax.legend(fontsize=8)
     fig.savefig(path)
 
 
