@@ -40,13 +40,14 @@ def test_kept_jobs_are_served_as_copies_of_hydras_own_composition(master):
     cfg, loader = master
     hydra_own = [type(loader).load_sweep_config(loader, cfg, list(j)) for j in JOBS]
     memo = ComposeMemo(loader)
-    for job in JOBS:
-        memo.keep(cfg, job)
+    checked = [memo.keep(cfg, job) for job in JOBS]
     assert memo.composed == 2
     first = memo(master_config=cfg, sweep_overrides=JOBS[0])  # the sweeper's check
     second = memo(cfg, JOBS[0])  # the launcher, which modifies its copy
     assert first is not second and _plain(first) == _plain(hydra_own[0])
     second.hydra.job.num = 7
+    second.optimizer.lr = 99.0  # the launcher's config is no one else's
+    assert first.optimizer.lr == checked[0].optimizer.lr == hydra_own[0].optimizer.lr != 99.0
     assert memo.composed == 2 and memo.hits == 2
     assert _plain(memo(cfg, JOBS[1])) == _plain(hydra_own[1])
     # After its two requests a job's entry is gone: a third composes again.

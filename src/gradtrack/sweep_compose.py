@@ -9,9 +9,10 @@ defaults tree plus OmegaConf merges, ~0.1 s a job: two thirds of a small job's c
 ``ComposeMemo`` wraps the config loader's ``load_sweep_config``: ``keep`` composes a
 job (check_jobs) and keeps the result; later requests for the same master config and
 overrides (the sweeper's check, then the launcher) each get a deep copy of it (~0.01 s;
-the launcher modifies its config: job id, output dir). Each copy gets the master's
-resolver cache again, as Hydra's own ``load_sweep_config`` does, so ``${now:...}``
-resolves to the same value as without the memo. An entry is dropped after the requests
+the launcher modifies its config: job id, output dir), the last one the kept config
+itself. Each gets the master's resolver cache again, as Hydra's own
+``load_sweep_config`` does, so ``${now:...}`` resolves to the same value as without
+the memo. An entry is dropped after the requests
 its launcher makes (2 with the basic launcher; 1, the sweeper's, when the launcher
 composes in worker processes). Any other request composes as usual.
 
@@ -138,10 +139,14 @@ class ComposeMemo:
             OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
             return cfg
         entry[1] += 1
-        if entry[1] >= self.hits_per_job:
-            del self._kept[key]
         self.hits += 1
-        cfg = copy.deepcopy(entry[0])
+        if entry[1] >= self.hits_per_job:
+            # The job's last request takes the kept config itself: nobody else holds it
+            # (keep handed out a copy), and the memo forgets it now.
+            del self._kept[key]
+            cfg = entry[0]
+        else:
+            cfg = copy.deepcopy(entry[0])
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
 
