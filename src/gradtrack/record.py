@@ -110,6 +110,10 @@ def finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overr
             }
         )
     _write_local_outputs(cfg, root, result)
+    # Tags first: they ride in the same store batch as the model's metrics.
+    if baseline is not None:
+        trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
+    _converged(cfg, ds, result, trk)
     if cfg.tracking.enabled and cfg.tracking.log_model and result.coef_ is not None:
         from gradtrack.tracking.model import LinearModelSpec
 
@@ -120,9 +124,6 @@ def finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overr
         trk.log_model(spec, naming.model_name(cfg), result_params(plain), final, cfg.epochs)
     else:
         trk.log_metrics(_once_per_check(m), step=cfg.epochs)
-    if baseline is not None:
-        trk.set_tags({"baseline_pass": str(baseline.passed).lower()})
-    _converged(cfg, ds, result, trk)
     trk.flush()  # results are in the store before the (slower) artifacts go out
     if cfg.tracking.enabled and cfg.tracking.log_artifacts:
         _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
