@@ -81,7 +81,14 @@ _figures = threading.local()
 
 
 def _reused(key: tuple, build):
-    """This thread's figure for ``key`` (``build()`` makes it the first time)."""
+    """This thread's figure for ``key`` (``build()`` makes it the first time).
+
+    Only under the same matplotlib settings: a figure takes rcParams when it is built,
+    and a notebook may change them between runs.
+    """
+    import matplotlib
+
+    key = (*key, repr(sorted(dict.items(matplotlib.rcParams))))
     cache = getattr(_figures, "by_key", None)
     if cache is None:
         cache = _figures.by_key = collections.OrderedDict()
