@@ -251,10 +251,18 @@ def metric_logging(tmp: Path, naive_values: int = 200, batched_steps: int = 1000
     target = resolve_tracking(None, tmp / "mlruns_logging")
     losses = np.linspace(1.0, 0.1, batched_steps)
     with open_run(True, target, "bench_logging", "batched") as trk:  # creates the store
-        t0 = time.perf_counter()
-        trk.log_step_metrics(0, {"loss": losses, "grad_norm": losses})
+        # First batch pays one-off lookups (as the naive side's first call below does);
+        # then the best of three, each 2 x batched_steps new points.
+        trk.log_step_metrics(0, {"loss": losses[:10], "grad_norm": losses[:10]})
         trk.flush()
-        batched = (time.perf_counter() - t0) / (2 * batched_steps)
+        times = []
+        for rep in range(3):
+            t0 = time.perf_counter()
+            start = 10 + rep * batched_steps
+            trk.log_step_metrics(start, {"loss": losses, "grad_norm": losses})
+            trk.flush()
+            times.append(time.perf_counter() - t0)
+        batched = min(times) / (2 * batched_steps)
     mlflow.set_tracking_uri(target.uri)
     mlflow.set_experiment("bench_logging")
     with mlflow.start_run(run_name="naive"):
