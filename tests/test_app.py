@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import subprocess
@@ -33,51 +34,41 @@ def test_nn_data_is_deterministic(tmp_path, prepared_data):
     assert (tmp_path / "nn.csv").read_bytes() == (prepared_data / "nn_data.csv").read_bytes()
 
 
-def test_numpy_backend_never_imports_torch_or_tensorflow(project):
+def _loaded(project, args: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a real ``gradtrack <args>`` run imported (in a fresh process)."""
     code = (
         "import sys\n"
         "from gradtrack.cli import main\n"
-        "sys.argv = ['gradtrack', '+experiment=seed_linear', 'backend=numpy']\n"
+        f"sys.argv = ['gradtrack', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
-        "print('HEAVY', bad)\n"
+        f"print('LOADED', [m for m in {modules!r} if m in sys.modules])\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
     )
-    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    line = next((x for x in out.stdout.splitlines() if x.startswith("LOADED ")), None)
+    assert line is not None, out.stdout + out.stderr
+    return ast.literal_eval(line.removeprefix("LOADED "))
+
+
+def test_numpy_backend_never_imports_torch_or_tensorflow(project):
+    args = ["+experiment=seed_linear", "backend=numpy"]
+    assert _loaded(project, args, ("torch", "tensorflow")) == []
 
 
 def test_scalar_run_imports_neither_sklearn_nor_frameworks(project):
-    code = (
-        "import sys\n"
-        "from gradtrack.cli import main\n"
-        "sys.argv = ['gradtrack', '+experiment=seed_fence', 'backend=numpy']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('HEAVY', [m for m in ('torch', 'tensorflow', 'sklearn') if m in sys.modules])\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
-    )
-    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    args = ["+experiment=seed_fence", "backend=numpy"]
+    assert _loaded(project, args, ("torch", "tensorflow", "sklearn")) == []
 
 
 def test_untracked_scalar_run_imports_no_table_plotting_or_tracking_library(project):
     """A scalar problem has no table: pandas (~0.2 s) is not imported, nor is anything
     that only tracking or a dataset needs."""
+    args = ["+experiment=seed_fence", "backend=numpy", "tracking.enabled=false"]
     heavy = ("torch", "tensorflow", "sklearn", "pandas", "matplotlib", "mlflow")
-    code = (
-        "import sys\n"
-        "from gradtrack.cli import main\n"
-        "sys.argv = ['gradtrack', '+experiment=seed_fence', 'backend=numpy',"
-        " 'tracking.enabled=false']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        f"print('HEAVY', [m for m in {heavy!r} if m in sys.modules])\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
-    )
-    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert _loaded(project, args, heavy) == []
+    # The check itself sees an import: a tracked run does load mlflow.
+    assert _loaded(project, args[:2], ("mlflow",)) == ["mlflow"]
 
 
 def test_seed_quadratic_tf_on_numpy_prints_the_notebook_sequence(project):
