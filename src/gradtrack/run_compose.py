@@ -25,33 +25,59 @@ MODE_RUN = "hydra.mode=RUN"
 
 
 class _Once:
+    """``ConfigLoaderImpl.load_configuration`` (Hydra 1.3's signature), composing a
+    single run once."""
+
     def __init__(self, original: Any) -> None:
         self.original = original
-        self.kept: tuple[tuple, Any] | None = None  # ((config name, overrides), config)
+        self.kept: tuple[tuple, Any] | None = None  # (request, config) from get_mode
         self.reused = 0
 
-    def __call__(self, loader, config_name, overrides, run_mode, *args, **kwargs):
+    def __call__(
+        self,
+        loader,
+        config_name,
+        overrides,
+        run_mode,
+        from_shell=True,
+        validate_sweep_overrides=True,
+    ):
         from hydra.types import RunMode
 
-        validate = kwargs.get("validate_sweep_overrides", args[1] if len(args) > 1 else True)
-        from_shell = kwargs.get("from_shell", args[0] if args else True)
-        key = (config_name, tuple(overrides), from_shell)
+        request = (config_name, tuple(overrides), from_shell)
         kept, self.kept = self.kept, None
         if run_mode == RunMode.RUN and kept is not None:
-            (name, before, shell), cfg = kept
-            extra = list(overrides[len(before) :])
-            if (name, tuple(overrides[: len(before)]), shell) == (config_name, before, from_shell):
-                if extra == [MODE_RUN] and cfg.hydra.mode is None:
-                    cfg.hydra.mode = RunMode.RUN  # what Hydra's override sets
-                    cfg.hydra.overrides.hydra.append(MODE_RUN)
-                    extra = []
-                if not extra:
-                    self.reused += 1
-                    return cfg
-        cfg = self.original(loader, config_name, overrides, run_mode, *args, **kwargs)
-        if run_mode == RunMode.MULTIRUN and not validate and _same_in_run_mode(cfg, overrides):
-            self.kept = (key, cfg)  # get_mode only reads hydra.mode from it
+            cfg = _taken(kept, request)
+            if cfg is not None:
+                self.reused += 1
+                return cfg
+        cfg = self.original(
+            loader, config_name, overrides, run_mode, from_shell, validate_sweep_overrides
+        )
+        if (
+            run_mode == RunMode.MULTIRUN
+            and not validate_sweep_overrides  # get_mode's request
+            and _same_in_run_mode(cfg, overrides)
+        ):
+            self.kept = (request, cfg)  # get_mode only reads hydra.mode from it
         return cfg
+
+
+def _taken(kept: tuple[tuple, Any], request: tuple) -> Any:
+    """The kept config for a RUN request with the same overrides, plus at most
+    ``hydra.mode=RUN`` (applied as Hydra's override applies it); else None."""
+    from hydra.types import RunMode
+
+    (name, before, shell), cfg = kept
+    config_name, overrides, from_shell = request
+    if (config_name, overrides[: len(before)], from_shell) != (name, before, shell):
+        return None
+    extra = list(overrides[len(before) :])
+    if extra == [MODE_RUN] and cfg.hydra.mode is None:
+        cfg.hydra.mode = RunMode.RUN
+        cfg.hydra.overrides.hydra.append(MODE_RUN)
+        extra = []
+    return cfg if not extra else None
 
 
 def _same_in_run_mode(cfg: Any, overrides: list[str]) -> bool:
@@ -77,8 +103,8 @@ def once():
     original = ConfigLoaderImpl.load_configuration
     memo = _Once(original)
 
-    def load_configuration(self, config_name, overrides, run_mode, *args, **kwargs):
-        return memo(self, config_name, overrides, run_mode, *args, **kwargs)
+    def load_configuration(self, *args, **kwargs):
+        return memo(self, *args, **kwargs)
 
     ConfigLoaderImpl.load_configuration = load_configuration
     try:
