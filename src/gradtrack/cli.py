@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from gradtrack import interrupts, run_compose
+from gradtrack import gc_schedule, interrupts, run_compose
 from gradtrack.config import register_configs
 from gradtrack.errors import GradtrackError
 
@@ -142,6 +142,7 @@ def _app(cfg: DictConfig) -> float | None:
 
     from gradtrack import train
 
+    gc_schedule.configure()  # also in sweep workers, which do not go through main()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     interrupts.install()
@@ -185,6 +186,7 @@ def main() -> float | None:
 
     from gradtrack.hydra_errors import explain
 
+    gc_schedule.configure()
     if "--version" in sys.argv[1:]:  # Hydra's own --version would print Hydra's
         from hydra import __version__ as hydra_version
 
