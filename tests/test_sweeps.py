@@ -6,6 +6,7 @@ folder, against a real SQLite store (and, for Ray, a real local Ray head).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -266,6 +267,60 @@ def test_sigterm_mid_sweep_ends_the_job_and_the_parent_killed_within_2s(project)
     assert children[0].data.tags["killed_by"] == "SIGTERM"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigterm-to-the-main-process", "ctrl-c-to-the-group"])
+def test_a_stopped_joblib_sweep_ends_its_workers_runs_killed(project, how):
+    """SIGTERM to the main process only (as Kubernetes sends it), or Ctrl-C to the whole
+    process group: the workers are neither left training orphaned nor killed by joblib
+    before their runs end. Every run ends KILLED and no worker lives on."""
+    import signal
+
+    from gradtrack.sweep_workers import process_alive
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradtrack", "-m", "hydra/launcher=joblib"]
+        + ["hydra.launcher.n_jobs=2", "model=quadratic", "epochs=100000000"]
+        + ["optimizer.lr=0.0001,0.0002"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as under a terminal
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while sum(r.info.status == "RUNNING" for r in _split(project)[1]) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the two jobs never started"
+            time.sleep(0.3)
+        time.sleep(1.0)  # the jobs train
+        if how == "ctrl-c-to-the-group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == (130 if how == "ctrl-c-to-the-group" else 143), err[-3000:]
+    workers = {int(c.data.tags["owner_pid"]) for c in _split(project)[1]}
+    deadline = time.monotonic() + 10
+    while True:  # the workers end their runs, then exit
+        alive = [pid for pid in workers if process_alive(pid)]
+        children = _split(project)[1]
+        if not alive and all(c.info.status != "RUNNING" for c in children):
+            break
+        if time.monotonic() > deadline:
+            for pid in alive:
+                os.kill(pid, signal.SIGKILL)
+            status = [(c.info.status, c.data.tags.get("owner_pid")) for c in children]
+            pytest.fail(f"workers {alive} alive, runs {status}: {err[-3000:]}")
+        time.sleep(0.2)
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"], err[-3000:]
+    assert [p.info.status for p in _split(project)[0]] == ["KILLED"]
+
+
 # -- parallel on one machine ------------------------------------------------------
 
 
@@ -291,12 +346,13 @@ def test_joblib_eight_parallel_jobs_on_a_fresh_sqlite_store(project):
     _check_landed(project, 8, 100)
 
 
-# Runs the CLI and writes the pids of the joblib workers warmed at the sweep's start.
-_WARMED_PIDS = """
-import atexit, json, runpy, sys
+# Runs the CLI and writes what the joblib workers warmed at the sweep's start were like.
+_WARMED = """
+import atexit, json, os, runpy, sys
 from gradtrack import sweep_workers
 out = sys.argv[1]
-atexit.register(lambda: open(out, "w").write(json.dumps(sweep_workers.warmed_pids)))
+dump = lambda: json.dumps({"main": os.getpid(), "workers": sweep_workers.warmed})
+atexit.register(lambda: open(out, "w").write(dump()))
 sys.argv = ["gradtrack", *sys.argv[2:]]
 runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
 """
@@ -304,13 +360,16 @@ runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
 
 @pytest.mark.slow
 def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(project):
-    """The workers start (and import gradtrack, MLflow, sklearn, matplotlib) during the
-    main process's checks; Hydra's launcher then reuses exactly those processes."""
+    """The workers start during the main process's checks, forked from one server that
+    imported gradtrack, MLflow, sklearn and matplotlib once; Hydra's launcher then reuses
+    exactly those processes, which keep joblib's limit on BLAS/OpenMP threads."""
     import json
+
+    from joblib import cpu_count
 
     pids_file = project / "warmed.json"
     res = subprocess.run(
-        [sys.executable, "-c", _WARMED_PIDS, str(pids_file), "-m", "hydra/launcher=joblib"]
+        [sys.executable, "-c", _WARMED, str(pids_file), "-m", "hydra/launcher=joblib"]
         + ["hydra.launcher.n_jobs=2", "+experiment=fit_linear_1d", "epochs=20"]
         + ["optimizer.lr=0.1,0.2,0.3,0.4"],
         cwd=project,
@@ -319,10 +378,17 @@ def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(proje
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    warmed = json.loads(pids_file.read_text())
+    seen = json.loads(pids_file.read_text())
+    warmed = seen["workers"]
     assert len(warmed) == 2
+    # both forked from the same fork server, not started by the main process itself
+    assert len({w["ppid"] for w in warmed}) == 1
+    assert warmed[0]["ppid"] != seen["main"]
+    assert all(w["had_modules"] for w in warmed)
+    expected_threads = os.environ.get("OMP_NUM_THREADS", str(max(cpu_count() // 2, 1)))
+    assert all(w["OMP_NUM_THREADS"] == expected_threads for w in warmed)
     _, children = _check_landed(project, 4, 20)
-    assert {int(c.data.tags["owner_pid"]) for c in children} <= set(warmed)
+    assert {int(c.data.tags["owner_pid"]) for c in children} <= {w["pid"] for w in warmed}
     for c in children:  # the same artifacts and model as a job in a cold worker
         names = {a.path for a in _client(project).list_artifacts(c.info.run_id)}
         assert {"loss_curve.png", "coefficients.png", "history.npz"} <= names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ ENV_CONFIG_DIR = "GRADTRACK_CONFIG_DIR"
 # After SIGTERM a sweep's parent run is ended KILLED within this long: the run that was
 # training has already used up to a second of the 2 s a signalled process may take.
 SWEEP_KILLED_SECONDS = 0.5
+# A joblib worker stopped by a signal exits after this long if nobody ends it first.
+WORKER_LINGER_SECONDS = 5.0
 
 
 def is_project_conf(conf: Path) -> bool:
@@ -109,6 +112,24 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _stop_worker(code: int) -> None:
+    """A joblib worker whose run a signal ended (KILLED): take no further job, and exit.
+
+    Not at once: loky kills every other worker of the pool as soon as one exits, which
+    would cut their own runs' ends short. The main process waits until its workers'
+    runs have ended and then ends the pool (sweep_workers.stop_workers); a worker whose
+    main process has gone exits by itself after WORKER_LINGER_SECONDS.
+    """
+    import signal
+    import time
+
+    interrupts.acknowledge()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    time.sleep(WORKER_LINGER_SECONDS)
+    _exit_now(code)
+
+
 def _finish_sweep(sigterm: bool) -> None:
     """End the interrupted sweep's parent run now (os._exit skips atexit hooks).
 
@@ -149,6 +170,10 @@ def _app(cfg: DictConfig) -> float | None:
     try:
         obj = OmegaConf.to_object(cfg)
         result = train.run(obj, list(hc.overrides.task))
+    except (KeyboardInterrupt, interrupts.Terminated) as exc:
+        if multirun and multiprocessing.parent_process() is not None:
+            _stop_worker(143 if isinstance(exc, interrupts.Terminated) else 130)
+        raise
     except MissingMandatoryValue as exc:
         key = exc.full_key
         print(
@@ -187,6 +212,7 @@ def main() -> float | None:
     from gradtrack.hydra_errors import explain
 
     gc_schedule.configure()
+    interrupts.install()  # also the main process of a sweep whose jobs run elsewhere
     if "--version" in sys.argv[1:]:  # Hydra's own --version would print Hydra's
         from hydra import __version__ as hydra_version
 

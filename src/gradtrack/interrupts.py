@@ -8,7 +8,9 @@ nonsensical ``ValueError`` and the run ends FAILED instead of KILLED). So:
 * ``install()`` makes SIGINT raise ``KeyboardInterrupt`` and SIGTERM raise
   ``Terminated``, as usual, at the next bytecode;
 * inside ``uninterrupted()`` (one chunk of training steps, sized to last a fraction
-  of a second) a signal is only recorded, and raised as soon as the block ends.
+  of a second) a signal is only recorded, and raised as soon as the block ends;
+* ``on_signal(hook)`` runs ``hook(signum)`` first, once per signal: a joblib sweep's
+  main process uses it to let its workers end their runs before joblib kills them.
 
 Schedulers (SLURM, Kubernetes, Ray) follow SIGTERM with SIGKILL after a grace period,
 so the blocks must stay short: the training loop sizes its chunks by elapsed time.
@@ -20,6 +22,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 
 class Terminated(BaseException):
@@ -35,6 +38,15 @@ _pending: int | None = None
 _raised: int | None = None
 
 
+_hooks: list[Callable[[int], None]] = []
+
+
+def on_signal(hook: Callable[[int], None]) -> None:
+    """Run ``hook(signum)`` when SIGINT or SIGTERM arrives, before anything is raised."""
+    if hook not in _hooks:
+        _hooks.append(hook)
+
+
 def _raise_for(signum: int) -> None:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
@@ -43,6 +55,9 @@ def _raise_for(signum: int) -> None:
 
 def _handler(signum, frame) -> None:
     global _pending, _raised
+    for hook in _hooks:
+        with contextlib.suppress(Exception):  # the signal must still be honoured
+            hook(signum)
     if _depth:
         _pending = signum  # raised when the current block ends
         return

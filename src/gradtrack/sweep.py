@@ -349,6 +349,24 @@ class MlflowSweepCallback(Callback):
         except Exception as exc:  # a parent left RUNNING is ended by the next gradtrack
             print(f"gradtrack: the sweep's parent run was not ended ({exc})", file=sys.stderr)
 
+    def running_children(self, owners: list[int], seconds: float) -> list[str]:
+        """This sweep's child runs still RUNNING in the processes ``owners`` (a stopped
+        joblib sweep waits for them: sweep_workers.stop_workers)."""
+        if self.parent_run_id is None:
+            return []
+        from mlflow.tracking import MlflowClient
+
+        from gradtrack.tracking.spool import bounded
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        where = f"tags.mlflow.parentRunId = '{self.parent_run_id}' and status = 'RUNNING'"
+        runs = bounded(
+            lambda: client.search_runs([self.experiment_id], filter_string=where),
+            max(seconds, 0.05),
+        )
+        mine = {str(pid) for pid in owners}
+        return [r.info.run_id for r in runs if r.data.tags.get("owner_pid") in mine]
+
     def _record_reuse(self, client: Any, rows: list[ChildRow]) -> None:
         """Mark reused rows; tag and print how many jobs were reused/run/failed."""
         from mlflow.entities import Metric, RunTag

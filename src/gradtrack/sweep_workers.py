@@ -13,15 +13,25 @@ Each warmed worker also keeps Hydra's plugin registry across jobs: Hydra's jobli
 ``execute_job`` restores the main process's singletons before every job, without the
 plugin registry, which it then rebuilds by scanning every installed plugin package.
 
+The workers are forked from one fork server that imports those modules once
+(``use_forkserver``), instead of each being a new interpreter that imports them itself.
+
 Nothing here changes what a job does: a worker that was not warmed (loky starts a new
 one after a crash or an idle timeout) imports the same modules on first use.
+
+Stopping: after SIGTERM or Ctrl-C the main process lets its workers end their runs
+KILLED before joblib kills them (``stop_workers``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,8 +57,9 @@ _HYDRA_JOBLIB_DEFAULTS = {
 }
 
 
-# The pids of the workers the last prewarm in this process warmed (tests look at them).
-warmed_pids: list[int] = []
+# The workers the last prewarm in this process warmed, as warm_worker found them (tests
+# look at them).
+warmed: list[dict[str, Any]] = []
 
 
 def joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
@@ -96,15 +107,19 @@ def prewarm(config: DictConfig) -> Callable[[], None] | None:
     if kwargs is None:
         return None
     mods = modules_for(config)
-    warmed_pids.clear()
+    warmed.clear()
+    use_forkserver(mods, kwargs["n_jobs"])
+    from gradtrack import interrupts
+
+    interrupts.on_signal(stop_workers)
 
     def warm() -> None:
         from joblib import Parallel, delayed, effective_n_jobs
 
         try:
             n = effective_n_jobs(kwargs["n_jobs"])
-            pids = Parallel(**kwargs)(delayed(warm_worker)(mods) for _ in range(n))
-            warmed_pids[:] = sorted(set(pids))
+            seen = Parallel(**kwargs)(delayed(warm_worker)(mods) for _ in range(n))
+            warmed[:] = list({w["pid"]: w for w in seen}.values())
         except Exception as exc:  # the launcher meets (and reports) the same problem
             log.debug("could not warm the joblib workers: %s", exc)
 
@@ -113,16 +128,134 @@ def prewarm(config: DictConfig) -> Callable[[], None] | None:
     return thread.join
 
 
-def warm_worker(modules: list[str]) -> int:
-    """In a loky worker: import the jobs' modules, keep Hydra's plugins across jobs."""
-    import importlib
-    import os
+def use_forkserver(modules: list[str], n_jobs: int) -> bool:
+    """Have loky fork this sweep's workers from one server that imports ``modules`` once.
 
+    By default each loky worker is a new interpreter that imports Hydra, gradtrack,
+    MLflow, matplotlib and scikit-learn itself: on two cores, two workers importing at
+    once slow the main process's own start. A fork server imports them once, and each
+    worker forked from it starts with them loaded. The server is a fresh interpreter
+    with no threads and no open store (forking the main process itself would copy
+    both), and it ends when this process does.
+
+    Left alone when a start method was already chosen in this process. Joblib limits
+    the workers' BLAS and OpenMP threads through their environment, which loky can only
+    pass to workers it starts itself; the server is started with those variables so the
+    workers forked from it have them.
+    """
+    import multiprocessing.forkserver as forkserver
+
+    from joblib.externals.loky.backend import context as loky_context
+
+    if loky_context.get_start_method() not in (None, "forkserver"):
+        return False
+    try:
+        from joblib import effective_n_jobs
+        from joblib._parallel_backends import LokyBackend
+
+        env = LokyBackend()._prepare_worker_env(effective_n_jobs(n_jobs))
+    except Exception:  # a joblib without it: the workers inherit this environment
+        env = {}
+    loky_context.set_start_method("forkserver", force=True)
+    forkserver.set_forkserver_preload(["gradtrack.worker_boot", *modules])
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        forkserver.ensure_running()  # starts the server; it imports in the background
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return True
+
+
+def warm_worker(modules: list[str]) -> dict[str, Any]:
+    """In a loky worker: import the jobs' modules, keep Hydra's plugins across jobs.
+    Returns what the worker was like before that (tests look at it)."""
+    import importlib
+
+    from gradtrack import gc_schedule
+
+    seen = {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        # forked from the fork server: the jobs' modules are already there
+        "had_modules": all(name in sys.modules for name in modules),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+    gc_schedule.configure()  # before the imports, which are most of a worker's collections
     for name in modules:
         with contextlib.suppress(ImportError):  # a job that needs it will say so itself
             importlib.import_module(name)
     keep_plugins_across_jobs()
-    return os.getpid()
+    return seen
+
+
+# After SIGTERM or Ctrl-C, how long the main process waits for its workers to end
+# their runs KILLED (a training chunk, then one store call each) before joblib kills
+# the workers. Within the 2 s a signalled process may take, with the parent's end.
+WORKERS_STOP_SECONDS = 1.3
+
+
+def worker_pids() -> list[int]:
+    """The pids of the loky workers running this process's joblib jobs."""
+    if "joblib.externals.loky.reusable_executor" not in sys.modules:
+        return []  # no joblib sweep in this process
+    from joblib.externals.loky import reusable_executor
+
+    return list(getattr(reusable_executor._executor, "_processes", None) or {})
+
+
+def stop_workers(signum: int, seconds: float = WORKERS_STOP_SECONDS) -> bool:
+    """On SIGTERM or Ctrl-C in a joblib sweep's main process: let the workers end their
+    runs KILLED; True once none of their runs is RUNNING any more, False if ``seconds``
+    passed first.
+
+    Joblib answers the exception the signal raises in the main process by killing its
+    workers outright (SIGKILL), which would leave their runs RUNNING. So the main process
+    first waits, within ``seconds``, for the runs to end (a stopped worker keeps still
+    until then: see cli._app). A scheduler may signal only the process it started
+    (Kubernetes signals a container's first process), so SIGTERM is passed on; Ctrl-C
+    reaches the whole process group already, and a second one could cut a worker's own
+    clean-up short.
+    """
+    from gradtrack.sweep import active_sweep
+
+    deadline = time.monotonic() + seconds
+    pids = worker_pids()
+    sweep = active_sweep()
+    if not pids or sweep is None:  # nothing running, or nothing tracked
+        return True
+    for pid in pids if signum == signal.SIGTERM else ():
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(pid, signum)
+    while True:
+        try:
+            running = sweep.running_children(pids, seconds=deadline - time.monotonic())
+        except Exception:  # the store does not answer in time: joblib ends the workers
+            return False
+        if not running:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def keep_plugins_across_jobs() -> None:
