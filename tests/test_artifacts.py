@@ -127,8 +127,14 @@ def _plain_matplotlib(monkeypatch):
     """Make artifacts draw as plain matplotlib: a new RendererAgg per figure, savefig."""
     from matplotlib.backends.backend_agg import RendererAgg
 
+    def savefig(fig, path, title=None):
+        if title is not None:
+            ax, text, kw = title
+            ax.set_title(text, **kw)
+        fig.savefig(path)
+
     monkeypatch.setattr(artifacts, "_Renderer", RendererAgg)
-    monkeypatch.setattr(artifacts, "_save_png", lambda fig, path: fig.savefig(path))
+    monkeypatch.setattr(artifacts, "_save_png", savefig)
 
 
 def _varied_plots() -> list:
@@ -144,6 +150,8 @@ def _varied_plots() -> list:
         lambda p: artifacts.loss_curve(np.array([2.0]), p, "one step"),
         lambda p: artifacts.loss_curve(np.array([5.0, 1.0]), p, "two steps"),
         lambda p: artifacts.loss_curve(tilted, p, "offset axis"),
+        # the offset text in the title's way: matplotlib moves the title up
+        lambda p: artifacts.loss_curve(tilted, p, "an offset axis and a title " * 3),
         lambda p: artifacts.loss_curve(1e-8 * 0.5 ** np.arange(60), p, "tiny and falling"),
         lambda p: artifacts.coefficient_chart(names12, coef12, -0.5, coef12 + 0.2, -0.4, p),
         lambda p: artifacts.coefficient_chart(
@@ -153,26 +161,45 @@ def _varied_plots() -> list:
     ]
 
 
-def test_plots_are_plain_matplotlibs_pixels(tmp_path, monkeypatch):
-    """Kept figures, the text-caching renderer and the PNG writer draw exactly the
-    pixels a new figure on a plain Agg renderer gives through savefig."""
-    plots = _plots() + _varied_plots()
-    order = list(range(len(plots))) + [5, 14, 0, 13, 19, 3, 17, 12, 8, 16, 1, 18, 15]
-    fast = _render([plots[i] for i in order], tmp_path, fresh=False)
-    names = [f"fast{i}.png" for i in range(len(order))]
-    for name, png in zip(names, fast):
-        (tmp_path / name).write_bytes(png)
-    _plain_matplotlib(monkeypatch)
-    plain_dir = tmp_path / "plain"
-    plain_dir.mkdir()
-    _render([plots[i] for i in order], plain_dir, fresh=True)
-    for i, name in enumerate(names):
-        got, want = _pixels(tmp_path / name), _pixels(plain_dir / f"{i}.png")
-        assert got.shape == want.shape, f"plot #{order[i]}: size {got.shape} != {want.shape}"
+def _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style=None):
+    import matplotlib
+
+    with matplotlib.rc_context(style or {}):
+        fast_dir, plain_dir = tmp_path / "fast", tmp_path / "plain"
+        fast_dir.mkdir()
+        plain_dir.mkdir()
+        _render([plots[i] for i in order], fast_dir, fresh=False)
+        with monkeypatch.context() as m:
+            _plain_matplotlib(m)
+            _render([plots[i] for i in order], plain_dir, fresh=True)
+    for i, k in enumerate(order):
+        got, want = _pixels(fast_dir / f"{i}.png"), _pixels(plain_dir / f"{i}.png")
+        assert got.shape == want.shape, f"plot #{k}: size {got.shape} != {want.shape}"
         bad = np.argwhere((got != want).any(axis=2))
-        assert bad.size == 0, (
-            f"plot #{order[i]} (draw {i}): {len(bad)} pixels differ, e.g. {bad[:3]}"
-        )
+        assert bad.size == 0, f"plot #{k} (draw {i}): {len(bad)} pixels differ, e.g. {bad[:3]}"
+
+
+def test_plots_are_plain_matplotlibs_pixels(tmp_path, monkeypatch):
+    """Kept figures, the text-caching renderer, the title placed without measuring and
+    the PNG writer give exactly the pixels of a new figure on a plain Agg renderer
+    through savefig, drawn after plots of other kinds and sizes."""
+    plots = _plots() + _varied_plots()
+    order = list(range(len(plots))) + [5, 14, 0, 13, 19, 3, 17, 12, 8, 16, 1, 20, 18, 15]
+    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        {"xtick.top": True, "xtick.labeltop": True},  # tick labels in the title's way
+        {"axes.titlepad": 0.0},  # the title's descent below the axes' top
+        {"axes.titley": 1.02},  # a fixed title position
+    ],
+)
+def test_titles_are_where_matplotlib_places_them_under_styles(tmp_path, monkeypatch, style):
+    plots = _plots() + _varied_plots()
+    order = [0, 1, 2, 3, 4, 15, 16, 2, 0, 3, 16]
+    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style)
 
 
 def _text_figure(canvas_class, seed: int):
