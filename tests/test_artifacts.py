@@ -1,6 +1,8 @@
 """Per-run plots: drawing on a thread's shared Agg renderer, and redrawing a kept figure
 with a new run's values, give the same PNG bytes as a new figure on a renderer of its
-own (artifacts._shared_renderer, artifacts._reused)."""
+own (artifacts._shared_renderer, artifacts._reused); with the text-caching renderer, the
+title placed without measuring and the PNG writer, the same pixels as plain
+matplotlib's savefig (artifacts._make_renderer_class, _save_png, png_bytes)."""
 
 from __future__ import annotations
 
