@@ -1,6 +1,8 @@
 """Per-run plots: drawing on a thread's shared Agg renderer, and redrawing a kept figure
 with a new run's values, give the same PNG bytes as a new figure on a renderer of its
-own (artifacts._shared_renderer, artifacts._reused)."""
+own (artifacts._shared_renderer, artifacts._reused); with the text-caching renderer, the
+title placed without measuring and the PNG writer, the same pixels as plain
+matplotlib's savefig (artifacts._make_renderer_class, _save_png, png_bytes)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gradtrack import artifacts
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_figures_or_renderers():
+    """Each test starts and ends without this thread's kept figures and renderers (a
+    test that draws as plain matplotlib leaves plain renderers behind)."""
+    vars(artifacts._renderers).clear()
+    vars(artifacts._figures).clear()
+    yield
+    vars(artifacts._renderers).clear()
+    vars(artifacts._figures).clear()
 
 
 def _plots() -> list:
@@ -98,3 +112,198 @@ def test_a_kept_figure_is_not_reused_under_other_matplotlib_settings(tmp_path):
         restyled = _render([plots[i] for i in order], tmp_path, fresh=False)
         fresh = _render([plots[i] for i in order], tmp_path, fresh=True)
     assert restyled == fresh
+
+
+# --- Cheaper drawing and encoding (artifacts.TextCachingRendererAgg, artifacts._save_png):
+# the pixels must stay those plain matplotlib draws, savefig's PNG, for every kind of plot.
+
+
+def _pixels(png: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+def _plain_matplotlib(monkeypatch):
+    """Make artifacts draw as plain matplotlib: a new RendererAgg per figure, savefig."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    def savefig(fig, path, title=None):
+        if title is not None:
+            ax, text, kw = title
+            ax.set_title(text, **kw)
+        fig.savefig(path)
+
+    monkeypatch.setattr(artifacts, "_Renderer", RendererAgg)
+    monkeypatch.setattr(artifacts, "_save_png", savefig)
+
+
+def _varied_plots() -> list:
+    """More shapes than _plots: long and short curves, an offset axis, many features,
+    bars far from zero, long titles (each takes its path)."""
+    rng = np.random.default_rng(7)
+    long = 3 + 900 * np.exp(-np.arange(20_000) / 700.0) + 0.3 * rng.random(20_000)
+    names12 = [f"feature_{i}" for i in range(12)]
+    coef12 = rng.normal(0, 3, 12)
+    tilted = 1e4 + 1e-3 * np.cos(np.arange(50))  # an offset text on the y axis
+    return [
+        lambda p: artifacts.loss_curve(long, p, "long · " + "very " * 12 + "long title"),
+        lambda p: artifacts.loss_curve(np.array([2.0]), p, "one step"),
+        lambda p: artifacts.loss_curve(np.array([5.0, 1.0]), p, "two steps"),
+        lambda p: artifacts.loss_curve(tilted, p, "offset axis"),
+        # the offset text in the title's way: matplotlib moves the title up
+        lambda p: artifacts.loss_curve(tilted, p, "an offset axis and a title " * 3),
+        lambda p: artifacts.loss_curve(1e-8 * 0.5 ** np.arange(60), p, "tiny and falling"),
+        lambda p: artifacts.coefficient_chart(names12, coef12, -0.5, coef12 + 0.2, -0.4, p),
+        lambda p: artifacts.coefficient_chart(
+            names12, 1e5 + coef12, 3.3e7, None, None, p, np.full(12, 2.5)
+        ),
+        lambda p: artifacts.coefficient_chart(["a"], np.array([1e-9]), 0.0, None, None, p),
+    ]
+
+
+def _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style=None):
+    import matplotlib
+
+    with matplotlib.rc_context(style or {}):
+        fast_dir, plain_dir = tmp_path / "fast", tmp_path / "plain"
+        fast_dir.mkdir()
+        plain_dir.mkdir()
+        _render([plots[i] for i in order], fast_dir, fresh=False)
+        with monkeypatch.context() as m:
+            _plain_matplotlib(m)
+            _render([plots[i] for i in order], plain_dir, fresh=True)
+    for i, k in enumerate(order):
+        got, want = _pixels(fast_dir / f"{i}.png"), _pixels(plain_dir / f"{i}.png")
+        assert got.shape == want.shape, f"plot #{k}: size {got.shape} != {want.shape}"
+        bad = np.argwhere((got != want).any(axis=2))
+        assert bad.size == 0, f"plot #{k} (draw {i}): {len(bad)} pixels differ, e.g. {bad[:3]}"
+
+
+def test_plots_are_plain_matplotlibs_pixels(tmp_path, monkeypatch):
+    """Kept figures, the text-caching renderer, the title placed without measuring and
+    the PNG writer give exactly the pixels of a new figure on a plain Agg renderer
+    through savefig, drawn after plots of other kinds and sizes."""
+    plots = _plots() + _varied_plots()
+    order = list(range(len(plots))) + [5, 14, 0, 13, 19, 3, 17, 12, 8, 16, 1, 20, 18, 15]
+    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        {"xtick.top": True, "xtick.labeltop": True},  # tick labels in the title's way
+        {"axes.titlepad": 0.0},  # the title's descent below the axes' top
+        {"axes.titley": 1.02},  # a fixed title position
+    ],
+)
+def test_titles_are_where_matplotlib_places_them_under_styles(tmp_path, monkeypatch, style):
+    plots = _plots() + _varied_plots()
+    order = [0, 1, 2, 3, 4, 15, 16, 2, 0, 3, 16]
+    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style)
+
+
+def _text_figure(canvas_class, seed: int):
+    """A figure of text at many sub-pixel places and angles: plain, bold, mathtext with
+    rules (a fraction, a root), unantialiased, partly off the canvas."""
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import IdentityTransform
+
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(3.1, 2.3), dpi=97)
+    canvas_class(fig)
+    texts = ["step", "loss", "−0.25", "Wg·ÿ", r"$\frac{1}{2}\sqrt{x}$", r"$10^{-3}$"]
+    for i in range(40):
+        fig.text(
+            rng.uniform(-0.05, 0.95),
+            rng.uniform(-0.05, 0.95),
+            texts[i % len(texts)],
+            rotation=[0, 90, 33.3, -12][i % 4],
+            fontsize=[7, 10, 13.5][i % 3],
+            weight="bold" if i % 5 == 0 else "normal",
+            antialiased=i % 7 != 0,
+            color=["k", "tab:red", (0.2, 0.4, 0.9, 0.6)][i % 3],
+        )
+    # The same text at the same place within a pixel, whole pixels apart: antialiased
+    # and not, in colours, at each angle (a cache hit must tell these apart).
+    for j, (x, y) in enumerate(rng.uniform(10, 120, (6, 2))):
+        for k, aa in enumerate([True, False, True]):
+            fig.text(
+                x + 41 * k,
+                y + 23 * k,
+                texts[j % len(texts)],
+                transform=IdentityTransform(),
+                rotation=[0, 90, 33.3][j % 3],
+                antialiased=aa,
+                color=["k", "tab:green", "tab:red"][k],
+            )
+    return fig
+
+
+def test_cached_glyphs_are_the_glyphs_freetype_renders(tmp_path):
+    """A glyph's bitmap is kept by its place within a pixel and moved to its pixel: the
+    same pixels as rendering it there, for every angle, size, weight and mathtext."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def canvas_class_with(renderer):
+        class Canvas(FigureCanvasAgg):
+            def get_renderer(self):
+                self.renderer = renderer
+                return renderer
+
+        return Canvas
+
+    fig = _text_figure(FigureCanvasAgg, 0)
+    w, h = fig.canvas.get_width_height(physical=True)
+    caching = artifacts._renderer_class()(w, h, fig.dpi)
+    if type(caching).__name__ != "TextCachingRendererAgg":
+        pytest.skip("this matplotlib lacks Agg's glyph hooks: plain RendererAgg draws")
+    for seed in [0, 1, 2, 0]:  # the last one draws from a warm cache only
+        fig = _text_figure(FigureCanvasAgg, seed)
+        fig.canvas.draw()
+        want = np.asarray(fig.canvas.buffer_rgba()).copy()
+        fig = _text_figure(canvas_class_with(caching), seed)
+        caching.clear()
+        fig.canvas.draw()
+        got = np.asarray(fig.canvas.buffer_rgba())
+        bad = np.argwhere((got != want).any(axis=2))
+        assert bad.size == 0, f"seed {seed}: {len(bad)} pixels differ, e.g. {bad[:3]}"
+    assert len(caching._glyphs) > 0 and len(caching._layouts) > 0
+
+
+def test_png_writer_keeps_size_dpi_metadata_and_alpha(tmp_path):
+    from PIL import Image
+
+    from gradtrack import artifacts as a
+
+    rng = np.random.default_rng(3)
+    for opaque in (True, False):
+        rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+        rgba[:10] = 255  # some flat rows
+        if opaque:
+            rgba[..., 3] = 255
+        path = tmp_path / f"{opaque}.png"
+        path.write_bytes(a.png_bytes(rgba, 100.0, "Matplotlib version9, https://matplotlib.org/"))
+        with Image.open(path) as im:
+            im.load()
+            assert im.mode == ("RGB" if opaque else "RGBA")
+            assert im.size == (53, 37)
+            assert im.info["Software"] == "Matplotlib version9, https://matplotlib.org/"
+            assert [round(v) for v in im.info["dpi"]] == [100, 100]
+            assert np.array_equal(np.asarray(im.convert("RGBA")), rgba)
+
+
+def test_plots_under_savefig_settings_are_what_savefig_writes(tmp_path, monkeypatch):
+    """A style that changes savefig's output (dpi, transparency) gets savefig's PNG."""
+    import matplotlib
+
+    plots = _plots()
+    style = {"savefig.dpi": 50, "savefig.transparent": True}
+    with matplotlib.rc_context(style):
+        fast = _render([plots[i] for i in (0, 1)], tmp_path, fresh=False)
+        _plain_matplotlib(monkeypatch)
+        plain = _render([plots[i] for i in (0, 1)], tmp_path, fresh=True)
+    assert fast == plain
+    (tmp_path / "a.png").write_bytes(fast[0])
+    assert _pixels(tmp_path / "a.png").shape == (200, 300, 4)  # 6 × 4 inches at 50 dpi
