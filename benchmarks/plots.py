@@ -64,16 +64,18 @@ def _plain_matplotlib(artifacts):
             ax.set_title(text, **kw)
         fig.savefig(path)
 
-    saved = artifacts._Renderer, artifacts._save_png
-    artifacts._Renderer, artifacts._save_png = RendererAgg, savefig
-    vars(artifacts._renderers).clear()
-    vars(artifacts._figures).clear()
+    from gradtrack import plot_render
+
+    saved = plot_render._Renderer, artifacts.save_png
+    plot_render._Renderer, artifacts.save_png = RendererAgg, savefig
+    vars(plot_render._renderers).clear()
+    vars(plot_render._figures).clear()
     try:
         yield
     finally:
-        vars(artifacts._renderers).clear()
-        vars(artifacts._figures).clear()
-        artifacts._Renderer, artifacts._save_png = saved
+        vars(plot_render._renderers).clear()
+        vars(plot_render._figures).clear()
+        plot_render._Renderer, artifacts.save_png = saved
 
 
 def _pixels(png: Path) -> np.ndarray:
@@ -93,13 +95,15 @@ def _job(artifacts, side: str, lr: float, kept: dict) -> tuple[float, float, Pat
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     else:
         # the sweep's own state (kept figures, renderers), set aside while plain runs
-        vars(artifacts._renderers).update(kept["renderers"])
-        vars(artifacts._figures).update(kept["figures"])
+        from gradtrack import plot_render
+
+        vars(plot_render._renderers).update(kept["renderers"])
+        vars(plot_render._figures).update(kept["figures"])
         t0, c0 = time.perf_counter(), time.process_time()
         _plots(artifacts, lr, out)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        kept["renderers"] = dict(vars(artifacts._renderers))
-        kept["figures"] = dict(vars(artifacts._figures))
+        kept["renderers"] = dict(vars(plot_render._renderers))
+        kept["figures"] = dict(vars(plot_render._figures))
     return wall, cpu, out
 
 

@@ -1,8 +1,8 @@
 """Per-run plots: drawing on a thread's shared Agg renderer, and redrawing a kept figure
 with a new run's values, give the same PNG bytes as a new figure on a renderer of its
-own (artifacts._shared_renderer, artifacts._reused); with the text-caching renderer, the
-title placed without measuring and the PNG writer, the same pixels as plain
-matplotlib's savefig (artifacts._make_renderer_class, _save_png, png_bytes)."""
+own (plot_render._shared_renderer, plot_render.reused_figure); with the text-caching
+renderer, the title placed without measuring and the PNG writer, the same pixels as
+plain matplotlib's savefig (plot_render._make_renderer_class, save_png, png_bytes)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradtrack import artifacts
+from gradtrack import artifacts, plot_render
 
 
 @pytest.fixture(autouse=True)
 def _no_kept_figures_or_renderers():
     """Each test starts and ends without this thread's kept figures and renderers (a
     test that draws as plain matplotlib leaves plain renderers behind)."""
-    vars(artifacts._renderers).clear()
-    vars(artifacts._figures).clear()
+    vars(plot_render._renderers).clear()
+    vars(plot_render._figures).clear()
     yield
-    vars(artifacts._renderers).clear()
-    vars(artifacts._figures).clear()
+    vars(plot_render._renderers).clear()
+    vars(plot_render._figures).clear()
 
 
 def _plots() -> list:
@@ -58,8 +58,8 @@ def _render(plots, out: Path, fresh: bool) -> list[bytes]:
     got = []
     for i, plot in enumerate(plots):
         if fresh:  # a new figure on a renderer of its own, as a plain Figure would
-            vars(artifacts._renderers).clear()
-            vars(artifacts._figures).clear()
+            vars(plot_render._renderers).clear()
+            vars(plot_render._figures).clear()
         path = out / f"{i}.png"
         plot(path)
         got.append(path.read_bytes())
@@ -79,8 +79,8 @@ def test_kept_figures_and_renderers_draw_the_same_pngs_as_new_ones(tmp_path):
     assert all(png.startswith(b"\x89PNG") for png in shared)
     for i, (a, b) in enumerate(zip(shared, fresh)):
         assert a == b, f"plot #{order[i]} (draw {i}) differs from a new figure's"
-    assert len(vars(artifacts._renderers)["by_size"]) <= artifacts.SHARED_RENDERERS
-    assert len(vars(artifacts._figures)["by_key"]) <= artifacts.REUSED_FIGURES
+    assert len(vars(plot_render._renderers)["by_size"]) <= plot_render.SHARED_RENDERERS
+    assert len(vars(plot_render._figures)["by_key"]) <= plot_render.REUSED_FIGURES
 
 
 def test_threads_draw_on_their_own_renderers(tmp_path):
@@ -114,7 +114,7 @@ def test_a_kept_figure_is_not_reused_under_other_matplotlib_settings(tmp_path):
     assert restyled == fresh
 
 
-# --- Cheaper drawing and encoding (artifacts.TextCachingRendererAgg, artifacts._save_png):
+# --- Cheaper drawing and encoding (plot_render.TextCachingRendererAgg, save_png):
 # the pixels must stay those plain matplotlib draws, savefig's PNG, for every kind of plot.
 
 
@@ -135,8 +135,8 @@ def _plain_matplotlib(monkeypatch):
             ax.set_title(text, **kw)
         fig.savefig(path)
 
-    monkeypatch.setattr(artifacts, "_Renderer", RendererAgg)
-    monkeypatch.setattr(artifacts, "_save_png", savefig)
+    monkeypatch.setattr(plot_render, "_Renderer", RendererAgg)
+    monkeypatch.setattr(artifacts, "save_png", savefig)  # the name artifacts calls
 
 
 def _varied_plots() -> list:
@@ -256,7 +256,7 @@ def test_cached_glyphs_are_the_glyphs_freetype_renders(tmp_path):
 
     fig = _text_figure(FigureCanvasAgg, 0)
     w, h = fig.canvas.get_width_height(physical=True)
-    caching = artifacts._renderer_class()(w, h, fig.dpi)
+    caching = plot_render._renderer_class()(w, h, fig.dpi)
     if type(caching).__name__ != "TextCachingRendererAgg":
         pytest.skip("this matplotlib lacks Agg's glyph hooks: plain RendererAgg draws")
     for seed in [0, 1, 2, 0]:  # the last one draws from a warm cache only
@@ -275,7 +275,7 @@ def test_cached_glyphs_are_the_glyphs_freetype_renders(tmp_path):
 def test_png_writer_keeps_size_dpi_metadata_and_alpha(tmp_path):
     from PIL import Image
 
-    from gradtrack import artifacts as a
+    from gradtrack import plot_render as a
 
     rng = np.random.default_rng(3)
     for opaque in (True, False):
