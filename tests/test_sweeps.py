@@ -346,6 +346,21 @@ def test_joblib_eight_parallel_jobs_on_a_fresh_sqlite_store(project):
     _check_landed(project, 8, 100)
 
 
+def test_joblib_workers_are_warmed_with_every_swept_backend_and_no_other():
+    from omegaconf import OmegaConf
+
+    from gradtrack.sweep_workers import modules_for
+
+    def mods(task: list[str], backend: str = "numpy") -> list[str]:
+        config = {"backend": {"name": backend}, "hydra": {"overrides": {"task": task}}}
+        return [m for m in modules_for(OmegaConf.create(config)) if m in ("torch", "tensorflow")]
+
+    assert mods(["backend=numpy,torch", "optimizer.lr=0.1,0.2"]) == ["torch"]
+    assert mods(["backend=choice(tensorflow,torch)"]) == ["torch", "tensorflow"]
+    assert mods(["optimizer.lr=0.1,0.2"], backend="tensorflow") == ["tensorflow"]
+    assert mods(["optimizer.lr=0.1,0.2", "model.name=torch"]) == []
+
+
 # Runs the CLI and writes what the joblib workers warmed at the sweep's start were like.
 _WARMED = """
 import atexit, json, os, runpy, sys

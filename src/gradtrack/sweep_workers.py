@@ -84,11 +84,8 @@ def modules_for(config: DictConfig) -> list[str]:
     """What the jobs of a sweep import on their first run (never an unused framework)."""
     mods = ["gradtrack.cli", "gradtrack.train", "hydra_plugins.hydra_joblib_launcher._core"]
     sel = OmegaConf.select
-    backend = sel(config, "backend.name", default="numpy")
-    if backend == "torch":
-        mods.append("torch")
-    elif backend == "tensorflow":
-        mods.append("tensorflow")
+    backends = {sel(config, "backend.name", default="numpy"), *swept_backends(config)}
+    mods += [name for name in ("torch", "tensorflow") if name in backends]
     if sel(config, "tracking.enabled", default=True):
         mods += ["mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"]
         mods += ["gradtrack.tracking.run", "gradtrack.tracking.model"]
@@ -98,6 +95,26 @@ def modules_for(config: DictConfig) -> list[str]:
     if linear and sel(config, "checks.baseline", default=True):
         mods += ["scipy.linalg", "sklearn.linear_model"]
     return mods
+
+
+def swept_backends(config: DictConfig) -> list[str]:
+    """The backends a sweep's ``backend=...`` override lists (e.g. numpy,torch)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    try:
+        overrides = OverridesParser.create().parse_overrides(task)
+    except Exception:  # Hydra reports a bad override itself
+        return []
+    found: list[str] = []
+    for o in overrides:
+        if o.get_key_element().lstrip("+~") != "backend":
+            continue
+        if o.is_sweep_override():
+            found += [str(v) for v in o.sweep_string_iterator()]
+        elif not o.is_delete():
+            found.append(o.get_value_element_as_str())
+    return found
 
 
 def prewarm(config: DictConfig) -> Callable[[], None] | None:
@@ -157,7 +174,10 @@ def use_forkserver(modules: list[str], n_jobs: int) -> bool:
     except Exception:  # a joblib without it: the workers inherit this environment
         env = {}
     loky_context.set_start_method("forkserver", force=True)
-    forkserver.set_forkserver_preload(["gradtrack.worker_boot", *modules])
+    # TensorFlow starts threads as it is imported, and a process running TensorFlow's
+    # threads is not safe to fork: each worker imports it itself (warm_worker).
+    preload = [m for m in modules if m.split(".")[0] != "tensorflow"]
+    forkserver.set_forkserver_preload(["gradtrack.worker_boot", *preload])
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
