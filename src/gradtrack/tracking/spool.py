@@ -515,6 +515,12 @@ class SpoolingClient:
         self._last_probe = 0.0
         self._run_id: str | None = None
         self._ids: dict = {}  # placeholder -> real id, for models delivered mid-run
+        # A SQL store used in this process takes metric points in bulk (tracking/bulk.py).
+        self._sql_store = None
+        if self.root is None:
+            from gradtrack.tracking import bulk
+
+            self._sql_store = bulk.sql_store(client)
 
     def __getattr__(self, name):
         return getattr(self._client, name)
@@ -529,6 +535,16 @@ class SpoolingClient:
                 "tags": [[t.key, t.value] for t in tags],
             }
 
+        if self._sql_store is not None and synchronous:
+            from gradtrack.tracking import bulk
+
+            return self._call(
+                run_id,
+                lambda: bulk.log_batch(
+                    self._client, self._sql_store, run_id, metrics, params, tags, synchronous
+                ),
+                op,
+            )
         if any(getattr(m, "model_id", None) in self._ids for m in metrics):
             metrics = [_metric(_metric_row(m), run_id, self._ids) for m in metrics]
         return self._call(
