@@ -190,6 +190,16 @@ def test_2500_step_run_without_a_budget_stores_every_step_in_batches_of_at_most_
         return real(self, run_id, metrics, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", spy)
+    # A SQL store in this process takes the points in bulk (tracking/bulk.py).
+    from gradtrack.tracking import bulk
+
+    real_bulk = bulk.store_log_batch
+
+    def bulk_spy(store, run_id, metrics, *args):
+        sizes.append(len(metrics))
+        return real_bulk(store, run_id, metrics, *args)
+
+    monkeypatch.setattr(bulk, "store_log_batch", bulk_spy)
     res = _train(
         project,
         "+experiment=seed_linear",
