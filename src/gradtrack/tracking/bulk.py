@@ -50,6 +50,19 @@ _NEEDED = {
         "dataset_digest",
     },
 }
+# The store's own methods this module calls (MLflow 3.17's SqlAlchemyStore).
+_STORE_METHODS = (
+    "ManagedSessionMaker",
+    "engine",
+    "sanitize_metric_value",
+    "_get_run",
+    "_check_run_is_active",
+    "_run_with_deadlock_retry",
+    "_log_params",
+    "_log_metrics",
+    "_log_model_metrics",
+    "_set_tags",
+)
 _KEY_CHUNK = 500  # keys per latest_metrics lookup, as MLflow chunks them
 _schema_ok: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> bool
 
@@ -66,6 +79,8 @@ def sql_store(client):
     # Exactly MLflow's class: a subclass (workspace-aware stores) may scope its queries.
     if type(store) is not SqlAlchemyStore or store.db_type not in (SQLITE, POSTGRES):
         return None
+    if not all(hasattr(store, name) for name in _STORE_METHODS):
+        return None  # another MLflow release: its own log_batch
     return store if _has_schema(store.engine) else None
 
 
