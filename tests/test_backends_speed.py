@@ -1,6 +1,9 @@
 """What makes the trainers fast must not change what they compute.
 
 * the in-place optimizer rules equal :func:`apply_update` bit for bit;
+* TensorFlow keeps each trainer's state in its own variables, updated in place by a
+  loop that every trainer of the same graph shares, and a run that follows another
+  of the same graph starts with a full-size chunk (no probe);
 * TensorFlow traces its chunk loop once per graph (problem, optimizer kind, dtype,
   shapes), not once per chunk length or per sweep job, and a cache hit computes
   exactly what a fresh trace (or a fresh process) computes;
@@ -74,10 +77,42 @@ def test_torch_inplace_update_equals_apply_update_bit_for_bit(spec):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-clip{s.clip_norm}")
+def test_tensorflow_assign_sub_of_update_steps_equals_apply_update_bit_for_bit(spec, dtype):
+    """The TF loop updates variables in place: ``p.assign_sub(step)`` with the steps of
+    :func:`update_steps`, the state assigned; that must be apply_update's ``p - step``."""
+    import tensorflow as tf
+
+    from gradtrack.backends.tensorflow_backend import OPS
+    from gradtrack.optimizers import update_steps
+
+    rng = np.random.default_rng(6)
+    ref = [tf.constant(p) for p in _start(rng, dtype)]
+    ref_slots = [[tf.zeros_like(p) for p in ref] for _ in range(spec.n_slots)]
+    mine = [tf.Variable(p) for p in ref]
+    slots = [[tf.Variable(tf.zeros_like(p)) for p in ref] for _ in range(spec.n_slots)]
+    for t in range(1, 30):
+        grads = [tf.constant(g) for g in _start(rng, dtype)]
+        tt = tf.constant(float(t), dtype)
+        ref, ref_slots = apply_update(OPS, spec, ref, grads, ref_slots, tt)
+        steps, new_slots = update_steps(OPS, spec, grads, slots, tt)
+        for group, values in zip(slots, new_slots):
+            for var, value in zip(group, values):
+                var.assign(value)
+        for var, step in zip(mine, steps):
+            var.assign_sub(step)
+        for a, b in zip(ref, mine):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        for ga, gb in zip(ref_slots, slots):
+            for a, b in zip(ga, gb):
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 # --- TensorFlow: traces ---------------------------------------------------------
 
 
-def _tf_trainer(lr=0.5, name="sgd", dtype="float64", batch_size=0, n=40, seed=0):
+def _tf_trainer(lr=0.5, name="sgd", dtype="float64", batch_size=0, n=40, seed=0, eager=False):
     from gradtrack.backends import get_backend
     from gradtrack.backends.base import BatchPlan
     from gradtrack.models import InitSpec, get_problem
@@ -90,8 +125,111 @@ def _tf_trainer(lr=0.5, name="sgd", dtype="float64", batch_size=0, n=40, seed=0)
     spec = OptimizerSpec(name, lr=lr)
     plan = BatchPlan(n, batch_size, batch_size > 0, seed)
     return get_backend("tensorflow").make_trainer(
-        problem, p0, X, y, spec=spec, dtype=dtype, plan=plan
+        problem, p0, X, y, spec=spec, dtype=dtype, plan=plan, eager=eager
     )
+
+
+def _chunks(trainer, sizes):
+    recs = [trainer.run(n) for n in sizes]
+    losses = np.concatenate([r.losses for r in recs])
+    return losses, np.concatenate([r.grad_norms for r in recs]), trainer.params()
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2].keys() == b[2].keys()
+    for k in a[2]:
+        np.testing.assert_array_equal(a[2][k], b[2][k])
+
+
+@pytest.mark.parametrize("batch_size", [0, 8])
+def test_tf_trainers_sharing_one_compiled_loop_keep_their_own_state(batch_size):
+    """One trace serves every trainer of a graph; the state (parameters, Adam's moments,
+    the step count) is each trainer's own, passed in by reference: two trainers run
+    chunk by chunk in turn compute what each computes alone."""
+    from gradtrack.backends import tensorflow_backend as tfb
+
+    tfb.clear_cache()
+    sizes = (2, 5, 3)
+    alone = [_chunks(_tf_trainer(lr, "adam", batch_size=batch_size), sizes) for lr in (0.1, 0.7)]
+    start = tfb.trace_count()
+    a, b = (
+        _tf_trainer(0.1, "adam", batch_size=batch_size),
+        _tf_trainer(0.7, "adam", batch_size=batch_size),
+    )
+    ra, rb = [], []
+    for n in sizes:
+        ra.append(a.run(n))
+        rb.append(b.run(n))
+    assert tfb.trace_count() == start  # the same loop for both
+    for tr, recs, ref in ((a, ra, alone[0]), (b, rb, alone[1])):
+        got = (
+            np.concatenate([r.losses for r in recs]),
+            np.concatenate([r.grad_norms for r in recs]),
+            tr.params(),
+        )
+        _assert_same(got, ref)
+    assert not np.array_equal(alone[0][0], alone[1][0])  # the two really differ
+
+
+@pytest.mark.parametrize("batch_size", [0, 8])
+def test_tf_eager_and_compiled_chunks_agree_bit_for_bit(batch_size):
+    """backend.eager=true runs the same loop body eagerly: the same bits, Adam's step
+    count carried across chunks included."""
+    sizes = (1, 3, 2)
+    compiled = _chunks(_tf_trainer(0.3, "adam", batch_size=batch_size, n=16), sizes)
+    eager = _chunks(_tf_trainer(0.3, "adam", batch_size=batch_size, n=16, eager=True), sizes)
+    _assert_same(compiled, eager)
+
+
+def test_first_chunk_probes_unless_the_step_cost_is_known():
+    from gradtrack import train
+
+    assert train.first_chunk(None) == train.FIRST_CHUNK_STEPS
+    assert train.first_chunk(0.0) == train.FIRST_CHUNK_STEPS
+    # About CHUNK_SECONDS of steps, rounded down to a power of two: a signal still waits
+    # no longer than one chunk.
+    assert train.first_chunk(train.CHUNK_SECONDS / 3000) == 2048
+    assert train.first_chunk(train.CHUNK_SECONDS / 2048) == 2048
+    assert train.first_chunk(10.0) == 1  # slower than CHUNK_SECONDS: one step at a time
+    assert train.first_chunk(1e-12) == train.MAX_CHUNK_STEPS
+
+
+def test_a_second_tf_run_of_the_same_graph_starts_with_a_full_chunk(project, monkeypatch):
+    """The first run in a process probes with FIRST_CHUNK_STEPS (its first chunk also
+    traces); a later run of the same compiled loop knows the step cost and sizes its
+    first chunk from it, so a short run is one call, as a hand-written loop's."""
+    from gradtrack import train
+    from gradtrack.backends import tensorflow_backend as tfb
+
+    calls: list[tuple[float | None, int]] = []
+    real_run = tfb.TensorFlowTrainer.run
+
+    def spy(self, n):
+        calls.append((self.seconds_per_step, n))
+        return real_run(self, n)
+
+    monkeypatch.setattr(tfb.TensorFlowTrainer, "run", spy)
+    tfb.clear_cache()
+    cfg = compose(
+        "+experiment=fit_linear",
+        f"paths.root={project}",
+        "backend=tensorflow",
+        "epochs=600",
+        "tracking.enabled=false",
+        "checks.gradcheck=false",
+        "checks.baseline=false",
+    )
+    first = train.run(cfg)
+    assert calls[0] == (None, train.FIRST_CHUNK_STEPS)  # a new graph: probe
+    assert calls[1][0] is None  # the probe traced: its time is no step cost
+    assert len(calls) >= 3 and calls[2][0] is not None
+    calls.clear()
+    second = train.run(cfg)
+    rate, n = calls[0]
+    assert rate is not None and n == min(600, train.first_chunk(rate)) > train.FIRST_CHUNK_STEPS
+    np.testing.assert_array_equal(first.losses, second.losses)
 
 
 @pytest.mark.parametrize("batch_size", [0, 8])

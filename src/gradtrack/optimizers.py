@@ -54,24 +54,34 @@ def apply_update(
     ``hyper`` overrides the spec's numbers (TensorFlow passes tensors); only
     ``spec.name`` and whether clipping is on then shape the computation.
     """
+    steps, slots = update_steps(ops, spec, grads, slots, t, hyper)
+    return [p - s for p, s in zip(params, steps)], slots
+
+
+def update_steps(
+    ops: Any, spec: OptimizerSpec, grads: list, slots: list, t: Any, hyper: Hyper | None = None
+) -> tuple[list, list]:
+    """:func:`apply_update` without the last subtraction: (steps, slots), where each
+    parameter's new value is ``p - step``. For arrays updated in place
+    (``p.assign_sub(step)`` in TensorFlow), which rounds exactly like ``p - step``.
+    """
     h = hyper if hyper is not None else Hyper.of(spec)
     if spec.clip_norm > 0:
         grads = clip_by_global_norm(ops, grads, h.clip_norm)
     lr = h.lr
     if spec.name == "sgd":
-        return [p - lr * g for p, g in zip(params, grads)], slots
+        return [lr * g for g in grads], slots
     if spec.name == "momentum":
         mu = h.momentum
         vs = [mu * v + g for v, g in zip(slots[0], grads)]
-        return [p - lr * v for p, v in zip(params, vs)], [vs]
+        return [lr * v for v in vs], [vs]
     if spec.name == "adam":
         b1, b2, eps = h.beta1, h.beta2, h.eps
         ms = [b1 * m + h.one_minus_beta1 * g for m, g in zip(slots[0], grads)]
         vs = [b2 * v + h.one_minus_beta2 * (g * g) for v, g in zip(slots[1], grads)]
         bc1 = 1 - b1**t
         bc2 = 1 - b2**t
-        new = [p - lr * (m / bc1) / (ops.sqrt(v / bc2) + eps) for p, m, v in zip(params, ms, vs)]
-        return new, [ms, vs]
+        return [lr * (m / bc1) / (ops.sqrt(v / bc2) + eps) for m, v in zip(ms, vs)], [ms, vs]
     raise ValueError(f"unknown optimizer {spec.name!r}; valid: sgd, momentum, adam")
 
 

@@ -23,12 +23,13 @@ from gradtrack.progress import Progress
 from gradtrack.record import RunResult, finish, open_tracker, run_tags
 from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
 
-__all__ = ["RunResult", "next_chunk", "run"]
+__all__ = ["RunResult", "first_chunk", "next_chunk", "run"]
 
 # The loop hands the backend chunks of steps sized by elapsed time, not by count: a
 # chunk of a compiled TensorFlow loop cannot be interrupted, so a Ctrl-C or SIGTERM
 # is honoured within about CHUNK_SECONDS whatever the step cost. Sizes are powers of
-# two (few distinct lengths) and grow at most CHUNK_GROWTH-fold per chunk.
+# two (few distinct lengths) and grow at most CHUNK_GROWTH-fold per chunk. The first
+# chunk is a short probe, unless the trainer already knows its step cost (see first_chunk).
 CHUNK_SECONDS = 0.25
 FIRST_CHUNK_STEPS = 16
 MAX_CHUNK_STEPS = 1 << 20
@@ -80,6 +81,17 @@ def next_chunk(n: int, seconds: float, remaining: int) -> int:
     return max(1, min(n, remaining))
 
 
+def first_chunk(seconds_per_step: float | None) -> int:
+    """Steps for the first chunk: FIRST_CHUNK_STEPS to measure the step cost, unless the
+    trainer already knows it (TensorFlow: from an earlier run of the same compiled loop in
+    this process, e.g. a sweep's later jobs); then one chunk of about CHUNK_SECONDS at once,
+    as next_chunk would size it, without the probe and the growth steps."""
+    if not seconds_per_step or seconds_per_step <= 0:
+        return FIRST_CHUNK_STEPS
+    n = int(min(max(CHUNK_SECONDS / seconds_per_step, 1), MAX_CHUNK_STEPS))
+    return 1 << (n.bit_length() - 1)
+
+
 def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
     from gradtrack.tracking.budget import StepSelector
 
@@ -93,7 +105,7 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
     keep = StepSelector(cfg.epochs, cfg.tracking.max_points, cfg.log_every)
     losses, norms, values = [], [], []
     done = 0
-    n = FIRST_CHUNK_STEPS
+    n = first_chunk(getattr(trainer, "seconds_per_step", None))
     unsent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     # The last completed step when the budget did not keep it: queued too if training
     # stops early, so the stored curve of a KILLED or FAILED run ends where it ended.

@@ -8,6 +8,7 @@ operation; ``backend.eager=true`` runs the same code eagerly for debugging.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's start-up banner
@@ -17,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 from gradtrack.backends.base import BatchPlan, StepRecord, Trainer  # noqa: E402
 from gradtrack.models.base import Params  # noqa: E402
-from gradtrack.optimizers import Hyper, OptimizerSpec, apply_update  # noqa: E402
+from gradtrack.optimizers import Hyper, OptimizerSpec, update_steps  # noqa: E402
 
 # Grappler's arithmetic rewrites reassociate sums (e.g. (x + 4) + x into 2x + 4),
 # which changes float32 rounding: compiled and eager runs, and the other backends,
@@ -99,8 +100,12 @@ def _problem_key(problem) -> tuple:
 class _ChunkLoop:
     """``n_steps`` epochs of one problem and optimizer kind, as one graph-able function.
 
-    Pure: everything that changes between runs or chunks comes in as a tensor and
-    the new parameters, optimizer state and step count go out.
+    The parameters, the optimizer state and the step count live in the trainer's
+    ``tf.Variable``s, updated in place as a hand-written TF loop would: a chunk neither
+    carries them through the graph's while loop nor copies them in and out. The
+    variables are arguments, not captures, so one trace serves every trainer of the
+    same shapes. Everything else that changes between runs or chunks (chunk length,
+    data, hyperparameters) comes in as a tensor too.
     """
 
     def __init__(self, problem, spec: OptimizerSpec, names, plan, batched: bool):
@@ -115,7 +120,14 @@ class _ChunkLoop:
         global _TRACES
         if not tf.executing_eagerly():  # this Python runs once per trace
             _TRACES += 1
-        hp = Hyper.from_list(tf.unstack(hyper))
+        # A tensor the loop body takes from outside is a loop input, passed on every
+        # iteration; unstacking the numbers in the body is one op per step. Measured:
+        # in the body for momentum and Adam (2 and 6 numbers), outside for sgd (lr).
+        if self.spec.name == "sgd" and self.spec.clip_norm <= 0:
+            outer = Hyper.from_list(tf.unstack(hyper))
+            hp = lambda: outer  # noqa: E731
+        else:
+            hp = lambda: Hyper.from_list(tf.unstack(hyper))  # noqa: E731
         f64 = tf.float64
         zero = tf.constant(0.0, f64)
         scalar = not self.problem.uses_data
@@ -123,8 +135,15 @@ class _ChunkLoop:
         if even:  # sequential equal batches: one gather per batch, no index arithmetic
             Xs = tf.reshape(X, [self.n_batches, self.bs, *X.shape[1:]])
             ys = tf.reshape(y, [self.n_batches, self.bs, *y.shape[1:]])
+        # The step count before this chunk; step k of the chunk (0-based) is t0 + k + 1,
+        # exact in either float dtype (it is a whole number).
+        t0 = t.read_value()
 
-        def batch(i, b, tot_l, tot_g, params, slots, t):
+        def step_t(k):
+            # Only Adam reads the step count: other rules build no op for it.
+            return t0 + tf.cast(k + 1, t0.dtype) if self.spec.name == "adam" else None
+
+        def batch(i, b, tot_l, tot_g):
             if even:
                 Xb, yb = tf.gather(Xs, b), tf.gather(ys, b)
             else:
@@ -134,58 +153,56 @@ class _ChunkLoop:
                     Xb, yb = tf.gather(X, idx), tf.gather(y, idx)
                 else:  # sequential rows: a slice, no gather
                     Xb, yb = X[lo:hi], y[lo:hi]
-            t = t + 1
-            loss, gnorm, params, slots = self._step(Xb, yb, params, slots, t, hp)
-            return i, b + 1, tot_l + loss, tot_g + gnorm, params, slots, t
+            loss, gnorm = self._step(Xb, yb, params, slots, step_t(i * self.n_batches + b), hp())
+            return i, b + 1, tot_l + loss, tot_g + gnorm
 
-        def epoch(i, losses, norms, values, params, slots, t):
+        def epoch(i, losses, norms, *values):
             if self.batched:
-                _, _, tot_l, tot_g, params, slots, t = tf.while_loop(
+                _, _, tot_l, tot_g = tf.while_loop(
                     lambda i, b, *_: b < self.n_batches,
                     batch,
-                    (i, tf.constant(0), zero, zero, params, slots, t),
+                    (i, tf.constant(0), zero, zero),
                 )
                 k = tf.constant(float(self.n_batches), f64)
                 loss, gnorm = tot_l / k, tot_g / k
             else:
-                t = t + 1
-                loss, gnorm, params, slots = self._step(X, y, params, slots, t, hp)
+                loss, gnorm = self._step(X, y, params, slots, step_t(i), hp())
             losses = losses.write(i, loss)
             norms = norms.write(i, gnorm)
             if scalar:
-                values = values.write(i, tf.cast(tf.reshape(params[0], [-1])[0], f64))
-            return i + 1, losses, norms, values, params, slots, t
+                value = tf.cast(tf.reshape(params[0], [-1])[0], f64)
+                return i + 1, losses, norms, values[0].write(i, value)
+            return i + 1, losses, norms
 
         # Explicit while loops, no AutoGraph: converting this Python on every first
         # trace cost more than the trace itself.
-        ta = lambda size: tf.TensorArray(f64, size=size, element_shape=[])  # noqa: E731
-        init = (
-            tf.constant(0),
-            ta(n_steps),
-            ta(n_steps),
-            ta(n_steps if scalar else 0),
-            list(params),
-            [list(group) for group in slots],
-            t,
-        )
-        _, losses, norms, values, params, slots, t = tf.while_loop(
-            lambda i, *_: i < n_steps, epoch, init
-        )
-        return losses.stack(), norms.stack(), values.stack(), params, slots, t
+        ta = lambda: tf.TensorArray(f64, size=n_steps, element_shape=[])  # noqa: E731
+        init = (tf.constant(0), ta(), ta(), *([ta()] if scalar else []))
+        _, losses, norms, *values = tf.while_loop(lambda i, *_: i < n_steps, epoch, init)
+        t.assign_add(tf.cast(n_steps * self.n_batches, t.dtype))
+        out_values = values[0].stack() if scalar else tf.zeros([0], f64)
+        return losses.stack(), norms.stack(), out_values
 
     def _step(self, Xb, yb, params, slots, t, hp):
+        # The variables themselves go into the loss: the tape watches them (trainable)
+        # and each use reads the current value, as in a hand-written loop.
         with tf.GradientTape() as tape:
-            tape.watch(params)
             loss = self.problem.loss(OPS, dict(zip(self.names, params)), Xb, yb)
         grads = tape.gradient(loss, params)
         # One op per parameter (a scalar's square needs no reduction).
         sq = [g * g if g.shape.rank == 0 else tf.reduce_sum(g * g) for g in grads]
         gnorm = tf.sqrt(tf.add_n(sq))
-        params, slots = apply_update(OPS, self.spec, params, grads, slots, t, hp)
-        return tf.cast(loss, tf.float64), tf.cast(gnorm, tf.float64), params, slots
+        # The shared rule, in place: p.assign_sub(step) rounds exactly like p - step.
+        steps, new_slots = update_steps(OPS, self.spec, grads, slots, t, hp)
+        for group, values in zip(slots, new_slots):
+            for var, value in zip(group, values):
+                var.assign(value)
+        for var, step in zip(params, steps):
+            var.assign_sub(step)
+        return tf.cast(loss, tf.float64), tf.cast(gnorm, tf.float64)
 
 
-def _compiled_loop(problem, spec, names, plan, batched, dtype, X, y, params, slots, device):
+def _compiled_loop(problem, spec, names, plan, batched, dtype, X, y, params, slots, t, device):
     """The process-wide compiled loop for this graph, traced on first use only."""
     key = (
         _problem_key(problem),
@@ -208,13 +225,13 @@ def _compiled_loop(problem, spec, names, plan, batched, dtype, X, y, params, slo
             tf.TensorSpec([None, None], tf.int32),  # row orders for the chunk
             spec_of(X),
             spec_of(y),
-            [spec_of(p) for p in params],
-            [[spec_of(s) for s in group] for group in slots],
-            tf.TensorSpec([], dtype),
+            params,  # variables: traced by shape and dtype, passed by reference
+            slots,
+            t,
             tf.TensorSpec([len(Hyper.__dataclass_fields__)], dtype),
         ]
         loop = _ChunkLoop(problem, spec, names, plan, batched)
-        fn = _LOOPS[key] = _Compiled(tf.function(loop, input_signature=signature, autograph=False))
+        fn = _LOOPS[key] = _Compiled(tf.function(loop, autograph=False), signature)
     return fn
 
 
@@ -223,13 +240,16 @@ class _Compiled:
     be), then called as its concrete function: that skips tf.function's per-call
     signature matching, which cost about a millisecond per chunk."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, signature):
+        self.fn, self.signature = fn, signature
         self.concrete = None
+        # The cost of one step in the latest call that did not trace (set by the trainer).
+        self.seconds_per_step: float | None = None
 
     def __call__(self, *args):
         if self.concrete is None:
-            self.concrete = self.fn.get_concrete_function()
+            self.concrete = self.fn.get_concrete_function(*self.signature)
+            self.signature = None  # holds the first trainer's variables
         return self.concrete(*args)
 
 
@@ -248,9 +268,14 @@ class TensorFlowTrainer(Trainer):
         self.batched = not (X is None or plan is None or plan.full)
         self.plan: BatchPlan | None = plan
         with tf.device(self._tf_device):
-            self._p = [tf.constant(np.asarray(params0[k]), dtype=self.dtype) for k in self.names]
-            self._slots = [[tf.zeros_like(p) for p in self._p] for _ in range(spec.n_slots)]
-            self._t = tf.constant(0.0, dtype=self.dtype)
+            # The state a chunk updates in place (see _ChunkLoop).
+            self._p = [
+                tf.Variable(np.asarray(params0[k]), dtype=self.dtype, name=k) for k in self.names
+            ]
+            self._slots = [
+                [tf.Variable(tf.zeros_like(p)) for p in self._p] for _ in range(spec.n_slots)
+            ]
+            self._t = tf.Variable(0.0, dtype=self.dtype, trainable=False)
             empty = tf.zeros((0,), dtype=self.dtype)
             self.X = empty if X is None else tf.constant(X, dtype=self.dtype)
             self.y = empty if y is None else tf.constant(y, dtype=self.dtype)
@@ -272,16 +297,26 @@ class TensorFlowTrainer(Trainer):
                 self.y,
                 self._p,
                 self._slots,
+                self._t,
                 self.device,
             )
 
+    @property
+    def seconds_per_step(self) -> float | None:
+        """What one step of this compiled loop cost in its latest call in this process
+        (any trainer of the same graph; None before a call that did not trace, and when
+        eager). train.run sizes its first chunk from it instead of probing."""
+        return getattr(self._loop, "seconds_per_step", None)
+
     def run(self, n_steps: int) -> StepRecord:
+        start = time.perf_counter()
+        traced = getattr(self._loop, "concrete", None) is not None  # False: eager or tracing
         with tf.device(self._tf_device):
             if self.batched and self.plan.shuffle:
                 orders = tf.constant(self.plan.orders(n_steps), dtype=tf.int32)
             else:
                 orders = self._no_orders
-            losses, norms, values, self._p, self._slots, self._t = self._loop(
+            losses, norms, values = self._loop(
                 tf.constant(n_steps, dtype=tf.int32),
                 orders,
                 self.X,
@@ -291,11 +326,14 @@ class TensorFlowTrainer(Trainer):
                 self._t,
                 self._hyper,
             )
-        return StepRecord(
+        rec = StepRecord(
             losses.numpy(),
             norms.numpy(),
             None if self.problem.uses_data else values.numpy(),
         )
+        if traced and n_steps > 0:
+            self._loop.seconds_per_step = (time.perf_counter() - start) / n_steps
+        return rec
 
     def params(self) -> Params:
         return {k: p.numpy().astype(np.float64) for k, p in zip(self.names, self._p)}
