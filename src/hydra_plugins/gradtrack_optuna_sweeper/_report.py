@@ -92,9 +92,9 @@ def plots(study: Any, folder: Path) -> dict[str, str]:
     import optuna
     from optuna.visualization import matplotlib as vis
 
-    from gradtrack.artifacts import _pyplot
+    from gradtrack.plot_render import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     target, name = _target(study)
     # Seeded, so the same study always gives the same importances.
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
