@@ -112,6 +112,15 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _in_joblib_worker(hc) -> bool:
+    """Whether this job runs in a worker process of Hydra's joblib launcher (with
+    n_jobs=1 joblib runs the jobs in the main process itself)."""
+    from gradtrack.sweep_workers import JOBLIB_LAUNCHER
+
+    target = str(OmegaConf.select(hc, "launcher._target_", default="") or "")
+    return target.endswith(JOBLIB_LAUNCHER) and multiprocessing.parent_process() is not None
+
+
 def _stop_worker(code: int) -> None:
     """A joblib worker whose run a signal ended (KILLED): take no further job, and exit.
 
@@ -171,7 +180,7 @@ def _app(cfg: DictConfig) -> float | None:
         obj = OmegaConf.to_object(cfg)
         result = train.run(obj, list(hc.overrides.task))
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
-        if multirun and multiprocessing.parent_process() is not None:
+        if multirun and _in_joblib_worker(hc):
             _stop_worker(143 if isinstance(exc, interrupts.Terminated) else 130)
         raise
     except MissingMandatoryValue as exc:
