@@ -20,7 +20,6 @@ jobs, wall and CPU time (CPU time moves less on a shared machine).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -53,31 +52,6 @@ def _plots(artifacts, lr: float, out: Path) -> None:
     )
 
 
-@contextlib.contextmanager
-def _plain_matplotlib(artifacts):
-    """artifacts drawing as plain matplotlib: a new figure and renderer, savefig."""
-    from matplotlib.backends.backend_agg import RendererAgg
-
-    def savefig(fig, path, title=None):
-        if title is not None:
-            ax, text, kw = title
-            ax.set_title(text, **kw)
-        fig.savefig(path)
-
-    from gradtrack import plot_render
-
-    saved = plot_render._Renderer, artifacts.save_png
-    plot_render._Renderer, artifacts.save_png = RendererAgg, savefig
-    vars(plot_render._renderers).clear()
-    vars(plot_render._figures).clear()
-    try:
-        yield
-    finally:
-        vars(plot_render._renderers).clear()
-        vars(plot_render._figures).clear()
-        plot_render._Renderer, artifacts.save_png = saved
-
-
 def _pixels(png: Path) -> np.ndarray:
     from PIL import Image
 
@@ -87,16 +61,16 @@ def _pixels(png: Path) -> np.ndarray:
 
 def _job(artifacts, side: str, lr: float, kept: dict) -> tuple[float, float, Path]:
     """One job's two plots on ``side``; returns wall s, CPU s and its folder."""
+    from gradtrack import plot_render
+
     out = Path(tempfile.mkdtemp(prefix=f"plots-{side}-"))
     if side == "plain":
-        with _plain_matplotlib(artifacts):
+        with plot_render.plain_matplotlib():
             t0, c0 = time.perf_counter(), time.process_time()
             _plots(artifacts, lr, out)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     else:
         # the sweep's own state (kept figures, renderers), set aside while plain runs
-        from gradtrack import plot_render
-
         vars(plot_render._renderers).update(kept["renderers"])
         vars(plot_render._figures).update(kept["figures"])
         t0, c0 = time.perf_counter(), time.process_time()

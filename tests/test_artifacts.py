@@ -125,18 +125,28 @@ def _pixels(png: Path) -> np.ndarray:
         return np.asarray(im.convert("RGBA"))
 
 
-def _plain_matplotlib(monkeypatch):
-    """Make artifacts draw as plain matplotlib: a new RendererAgg per figure, savefig."""
+def test_the_pixel_tests_reference_is_plain_matplotlib(tmp_path, monkeypatch):
+    """plot_render.plain_matplotlib, the reference the pixel tests compare with, really
+    draws through savefig on a plain RendererAgg; otherwise they would compare the
+    fast path with itself."""
     from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.figure import Figure
 
-    def savefig(fig, path, title=None):
-        if title is not None:
-            ax, text, kw = title
-            ax.set_title(text, **kw)
-        fig.savefig(path)
+    renderers = []
+    savefig = Figure.savefig
 
-    monkeypatch.setattr(plot_render, "_Renderer", RendererAgg)
-    monkeypatch.setattr(artifacts, "save_png", savefig)  # the name artifacts calls
+    def spy(fig, *args, **kwargs):
+        renderers.append(type(fig.canvas.get_renderer()))
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    losses = np.geomspace(10.0, 0.01, 50)
+    with plot_render.plain_matplotlib():
+        artifacts.loss_curve(losses, tmp_path / "plain.png", "t")
+    assert renderers == [RendererAgg]
+    renderers.clear()
+    artifacts.loss_curve(losses, tmp_path / "fast.png", "t")
+    assert renderers == []  # the fast path writes its own PNG
 
 
 def _varied_plots() -> list:
@@ -163,7 +173,7 @@ def _varied_plots() -> list:
     ]
 
 
-def _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style=None):
+def _assert_plain_matplotlibs_pixels(plots, order, tmp_path, style=None):
     import matplotlib
 
     with matplotlib.rc_context(style or {}):
@@ -171,8 +181,7 @@ def _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style=
         fast_dir.mkdir()
         plain_dir.mkdir()
         _render([plots[i] for i in order], fast_dir, fresh=False)
-        with monkeypatch.context() as m:
-            _plain_matplotlib(m)
+        with plot_render.plain_matplotlib():
             _render([plots[i] for i in order], plain_dir, fresh=True)
     for i, k in enumerate(order):
         got, want = _pixels(fast_dir / f"{i}.png"), _pixels(plain_dir / f"{i}.png")
@@ -181,13 +190,13 @@ def _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style=
         assert bad.size == 0, f"plot #{k} (draw {i}): {len(bad)} pixels differ, e.g. {bad[:3]}"
 
 
-def test_plots_are_plain_matplotlibs_pixels(tmp_path, monkeypatch):
+def test_plots_are_plain_matplotlibs_pixels(tmp_path):
     """Kept figures, the text-caching renderer, the title placed without measuring and
     the PNG writer give exactly the pixels of a new figure on a plain Agg renderer
     through savefig, drawn after plots of other kinds and sizes."""
     plots = _plots() + _varied_plots()
     order = list(range(len(plots))) + [5, 14, 0, 13, 19, 3, 17, 12, 8, 16, 1, 20, 18, 15]
-    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch)
+    _assert_plain_matplotlibs_pixels(plots, order, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -198,10 +207,10 @@ def test_plots_are_plain_matplotlibs_pixels(tmp_path, monkeypatch):
         {"axes.titley": 1.02},  # a fixed title position
     ],
 )
-def test_titles_are_where_matplotlib_places_them_under_styles(tmp_path, monkeypatch, style):
+def test_titles_are_where_matplotlib_places_them_under_styles(tmp_path, style):
     plots = _plots() + _varied_plots()
     order = [0, 1, 2, 3, 4, 15, 16, 2, 0, 3, 16]
-    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, monkeypatch, style)
+    _assert_plain_matplotlibs_pixels(plots, order, tmp_path, style)
 
 
 def _text_figure(canvas_class, seed: int):
@@ -294,7 +303,7 @@ def test_png_writer_keeps_size_dpi_metadata_and_alpha(tmp_path):
             assert np.array_equal(np.asarray(im.convert("RGBA")), rgba)
 
 
-def test_plots_under_savefig_settings_are_what_savefig_writes(tmp_path, monkeypatch):
+def test_plots_under_savefig_settings_are_what_savefig_writes(tmp_path):
     """A style that changes savefig's output (dpi, transparency) gets savefig's PNG."""
     import matplotlib
 
@@ -302,8 +311,8 @@ def test_plots_under_savefig_settings_are_what_savefig_writes(tmp_path, monkeypa
     style = {"savefig.dpi": 50, "savefig.transparent": True}
     with matplotlib.rc_context(style):
         fast = _render([plots[i] for i in (0, 1)], tmp_path, fresh=False)
-        _plain_matplotlib(monkeypatch)
-        plain = _render([plots[i] for i in (0, 1)], tmp_path, fresh=True)
+        with plot_render.plain_matplotlib():
+            plain = _render([plots[i] for i in (0, 1)], tmp_path, fresh=True)
     assert fast == plain
     (tmp_path / "a.png").write_bytes(fast[0])
     assert _pixels(tmp_path / "a.png").shape == (200, 300, 4)  # 6 × 4 inches at 50 dpi

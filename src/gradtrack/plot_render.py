@@ -14,6 +14,7 @@ matplotlib is imported here only, and only when a plot is drawn.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from pathlib import Path
 
@@ -318,6 +319,30 @@ _SAVEFIG_DEFAULTS = {
 }
 
 
+_savefig_only = False  # see plain_matplotlib
+
+
+@contextlib.contextmanager
+def plain_matplotlib():
+    """Draw as plain matplotlib does, the reference the cheaper path is compared with
+    (tests/test_artifacts.py, benchmarks/plots.py): a new RendererAgg for each figure
+    and ``savefig``. This thread's kept renderers and figures are dropped on the way in
+    and out, so neither way of drawing uses the other's."""
+    global _Renderer, _savefig_only
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    saved = _Renderer, _savefig_only
+    _Renderer, _savefig_only = RendererAgg, True
+    vars(_renderers).clear()
+    vars(_figures).clear()
+    try:
+        yield
+    finally:
+        vars(_renderers).clear()
+        vars(_figures).clear()
+        _Renderer, _savefig_only = saved
+
+
 def save_png(fig, path: Path, title: tuple | None = None) -> None:
     """``fig.savefig(path)``, drawn and encoded cheaper (same pixels, see above).
 
@@ -326,7 +351,7 @@ def save_png(fig, path: Path, title: tuple | None = None) -> None:
     """
     import matplotlib
 
-    plain = any(matplotlib.rcParams[k] != v for k, v in _SAVEFIG_DEFAULTS.items())
+    plain = _savefig_only or any(matplotlib.rcParams[k] != v for k, v in _SAVEFIG_DEFAULTS.items())
     if title is not None:
         ax, text, kw = title
         ax.set_title(text, **kw)  # at y = 1
