@@ -338,17 +338,7 @@ def _set_tags(session, table, run_id, tags) -> None:
     new = [{"run_uuid": run_id, "key": k, "value": v} for k, v in last.items() if k not in known]
     if new:
         session.execute(sqlalchemy.insert(table), new)
-    old = [{"b_run": run_id, "b_key": k, "b_value": v} for k, v in last.items() if k in known]
-    if old:
-        session.execute(
-            sqlalchemy.update(table)
-            .where(
-                table.c.run_uuid == sqlalchemy.bindparam("b_run"),
-                table.c.key == sqlalchemy.bindparam("b_key"),
-            )
-            .values(value=sqlalchemy.bindparam("b_value")),
-            old,
-        )
+    _update_by_key(session, table, run_id, {k: {"value": v} for k, v in last.items() if k in known})
 
 
 def _newer(a, b) -> bool:
@@ -387,28 +377,29 @@ def _update_latest(session, table, run_id, rows) -> None:
             stored[key] = changed[key] = r
     if new:
         session.execute(sqlalchemy.insert(table), list(new.values()))
-    if changed:
-        session.execute(
-            sqlalchemy.update(table)
-            .where(
-                table.c.run_uuid == sqlalchemy.bindparam("b_run"),
-                table.c.key == sqlalchemy.bindparam("b_key"),
-            )
-            .values(
-                value=sqlalchemy.bindparam("b_value"),
-                timestamp=sqlalchemy.bindparam("b_timestamp"),
-                step=sqlalchemy.bindparam("b_step"),
-                is_nan=sqlalchemy.bindparam("b_is_nan"),
-            ),
-            [
-                {
-                    "b_run": run_id,
-                    "b_key": k,
-                    "b_value": r["value"],
-                    "b_timestamp": r["timestamp"],
-                    "b_step": r["step"],
-                    "b_is_nan": r["is_nan"],
-                }
-                for k, r in changed.items()
-            ],
+    columns = ("value", "timestamp", "step", "is_nan")
+    _update_by_key(
+        session, table, run_id, {k: {c: r[c] for c in columns} for k, r in changed.items()}
+    )
+
+
+def _update_by_key(session, table, run_id, rows: dict[str, dict]) -> None:
+    """Set the given columns of the run's row for each key: ``{key: {column: value}}``
+    (every key with the same columns), in one executemany."""
+    import sqlalchemy
+
+    if not rows:
+        return
+    columns = list(next(iter(rows.values())))
+    session.execute(
+        sqlalchemy.update(table)
+        .where(
+            table.c.run_uuid == sqlalchemy.bindparam("b_run"),
+            table.c.key == sqlalchemy.bindparam("b_key"),
         )
+        .values({c: sqlalchemy.bindparam(f"b_{c}") for c in columns}),
+        [
+            {"b_run": run_id, "b_key": k, **{f"b_{c}": v for c, v in values.items()}}
+            for k, values in rows.items()
+        ],
+    )
