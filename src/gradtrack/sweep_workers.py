@@ -263,21 +263,6 @@ def stop_workers(signum: int, seconds: float = WORKERS_STOP_SECONDS) -> bool:
         time.sleep(0.05)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except OSError:
-            return True
-        return True
-
-
 def keep_plugins_across_jobs() -> None:
     """Make ``Singleton.set_state`` (called by Hydra before every joblib job) keep this
     process's plugin registry instead of rescanning every plugin package."""
