@@ -125,13 +125,17 @@ def test_jobs_sharing_group_choices_compose_exactly_as_hydra_does(master):
     memo = ComposeMemo(loader)
     kept = [memo.keep(cfg, job) for job in MIXED_JOBS]
     assert memo._defaults.reused >= 4  # the same group choices came back
-    for job, mine in zip(MIXED_JOBS, kept):
+    for job, app in zip(MIXED_JOBS, kept):
+        mine = memo(cfg, job)  # the whole config, as the sweeper gets it
         hydra_own = type(loader).load_sweep_config(loader, cfg, list(job))
         assert OmegaConf.to_yaml(mine) == OmegaConf.to_yaml(hydra_own), job
         assert _flags(mine) == _flags(hydra_own), job
         for c in (mine, hydra_own):
             with open_dict(c):
                 del c["hydra"]
+        assert "hydra" not in app and OmegaConf.to_yaml(app) == OmegaConf.to_yaml(hydra_own)
+        assert _flags(app) == _flags(hydra_own), job
+        assert OmegaConf.to_object(app) == OmegaConf.to_object(hydra_own), job
         assert OmegaConf.to_object(mine) == OmegaConf.to_object(hydra_own), job
     # A job's value override must not leak into the next job with the same groups.
     assert kept[0].optimizer.lr == 0.1 and kept[1].optimizer.lr == 0.2
@@ -148,3 +152,48 @@ def test_jobs_sharing_group_choices_compose_exactly_as_hydra_does(master):
 
     assert config_loader_impl.create_defaults_list is defaults_list.create_defaults_list
     assert "_compose_config_from_defaults_list" not in vars(loader)
+
+
+def test_the_app_config_copy_leaves_the_composed_config_whole(master):
+    """keep hands check_jobs a copy without the hydra node, made without copying that
+    node: the copy is the config minus hydra, and the composed config keeps its hydra
+    node attached (its interpolations still resolve against it)."""
+    import copy
+
+    from omegaconf import OmegaConf, open_dict
+
+    from gradtrack.sweep_compose import app_config_copy
+
+    cfg, loader = master
+    composed = type(loader).load_sweep_config(loader, cfg, list(JOBS[0]))
+    composed.hydra.job.num = 3
+    before = OmegaConf.to_yaml(composed)
+    app = app_config_copy(composed)
+    expected = copy.deepcopy(composed)
+    with open_dict(expected):
+        del expected["hydra"]
+    assert OmegaConf.to_yaml(app) == OmegaConf.to_yaml(expected)
+    assert _flags(app) == _flags(expected)
+    assert OmegaConf.to_object(app) == OmegaConf.to_object(expected)
+    app.optimizer.lr = 99.0  # the copy is no one else's
+    assert OmegaConf.to_yaml(composed) == before
+    assert composed.hydra._get_parent() is composed
+    assert composed.hydra.sweep.subdir == "3"  # ${hydra.job.num}, found from the root
+
+
+def test_compositions_share_the_config_store_and_put_hydra_back(master):
+    """Copies of the structured config source made while the memo composes share the
+    ConfigStore; Hydra's own deepcopy is back afterwards."""
+    import copy
+
+    from hydra._internal.core_plugins.structured_config_source import StructuredConfigSource
+
+    from gradtrack.sweep_compose import _store_shared_by_copies
+
+    source = StructuredConfigSource("schema", "structured://")
+    with _store_shared_by_copies():
+        shared = copy.deepcopy(source)
+    assert shared is not source and shared.store is source.store
+    assert shared.load_config("config_schema").config == source.load_config("config_schema").config
+    assert "__deepcopy__" not in vars(StructuredConfigSource)
+    assert copy.deepcopy(source).store is not source.store

@@ -113,8 +113,9 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
         label = f"job #{i} ({' '.join(job)})"
         try:
             cfg = compose(config, list(job))
-            with open_dict(cfg):
-                del cfg["hydra"]
+            if "hydra" in cfg:  # the memo's keep leaves it out already
+                with open_dict(cfg):
+                    del cfg["hydra"]
             obj = OmegaConf.to_object(cfg)
             validate(obj)
         except Exception as exc:  # Hydra/OmegaConf raise many types; the text says what

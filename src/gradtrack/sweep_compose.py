@@ -81,16 +81,17 @@ class ComposeMemo:
         self, master_config: DictConfig, sweep_overrides: list[str], reuse: bool = False
     ) -> DictConfig:
         self.composed += 1
-        if not reuse:
-            return type(self._loader).load_sweep_config(
-                self._loader, master_config, sweep_overrides
-            )
-        if self._defaults is None:
-            self._defaults = _DefaultsReuse()
-        with self._defaults.installed(self._loader):
-            return type(self._loader).load_sweep_config(
-                self._loader, master_config, sweep_overrides
-            )
+        with _store_shared_by_copies():
+            if not reuse:
+                return type(self._loader).load_sweep_config(
+                    self._loader, master_config, sweep_overrides
+                )
+            if self._defaults is None:
+                self._defaults = _DefaultsReuse()
+            with self._defaults.installed(self._loader):
+                return type(self._loader).load_sweep_config(
+                    self._loader, master_config, sweep_overrides
+                )
 
     def share(self) -> None:
         """Also hand kept compositions to worker processes on this machine (files)."""
@@ -99,7 +100,9 @@ class ComposeMemo:
             atexit.register(shutil.rmtree, self.share_dir, True)
 
     def keep(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        """Compose a job, keep it for the next requests, and return a copy of it."""
+        """Compose a job, keep it for the next requests, and return a copy of its
+        application config: everything but the ``hydra`` node (what check_jobs
+        validates)."""
         cfg = self._compose(master_config, list(sweep_overrides), reuse=True)
         self._kept[(id(master_config), tuple(sweep_overrides))] = [cfg, 0]
         if self.share_dir is not None:
@@ -107,7 +110,7 @@ class ComposeMemo:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
             os.replace(tmp, path)
-        return copy.deepcopy(cfg)
+        return app_config_copy(cfg)
 
     def _shared_path(self, master_config: DictConfig, sweep_overrides: list[str]) -> Path:
         # The inputs of Hydra's load_sweep_config besides the config files themselves.
@@ -160,6 +163,55 @@ class ComposeMemo:
             "share_dir": self.share_dir,
             "_defaults": None,
         }
+
+
+def app_config_copy(cfg: DictConfig) -> DictConfig:
+    """A copy of a composed config without its ``hydra`` node.
+
+    The hydra node is most of a composed config (launcher, sweeper, logging, help
+    texts, runtime), so it is left out of the copy instead of being copied and then
+    deleted: handed to ``deepcopy`` as already copied (itself), then dropped from the
+    copy. OmegaConf's ``DictConfig.__deepcopy__`` gives every child back its own parent
+    after copying it, so the node stays attached to ``cfg`` (the tests check it).
+    """
+    from omegaconf import open_dict
+
+    hydra = cfg._get_node("hydra") if "hydra" in cfg else None
+    out = copy.deepcopy(cfg, {id(hydra): hydra} if hydra is not None else {})
+    if hydra is not None:
+        with open_dict(out):
+            del out["hydra"]
+    return out
+
+
+@contextlib.contextmanager
+def _store_shared_by_copies():
+    """For the duration: a copy of Hydra's structured config source shares the
+    ConfigStore instead of copying it.
+
+    Every composition copies the loader's config repository
+    (``CachingConfigRepository``, so that re-initialising its sources leaves the
+    loader's alone), and with it the structured source's ``store``: the process's
+    ConfigStore singleton, every registered schema and plugin config (~9 ms a job).
+    Sources made anew (``initialize_sources``) use the singleton itself, and the store
+    hands out copies of what it loads, so sharing it changes no composition.
+    """
+    from hydra._internal.core_plugins.structured_config_source import StructuredConfigSource
+
+    def shallow(self, memo):
+        new = copy.copy(self)  # provider and path (strings), and the same store
+        memo[id(self)] = new
+        return new
+
+    had = "__deepcopy__" in vars(StructuredConfigSource)
+    if had:  # someone else's: leave it
+        yield
+        return
+    StructuredConfigSource.__deepcopy__ = shallow
+    try:
+        yield
+    finally:
+        del StructuredConfigSource.__deepcopy__
 
 
 class _DefaultsReuse:
