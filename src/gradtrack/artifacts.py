@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradtrack.plot_render import PLOT_POINTS, new_figure, pyplot, reused_figure, save_png
+from gradtrack.plot_render import PLOT_POINTS, new_figure, reused_figure, save_png
 
 # A loss whose largest and smallest values differ by at least this factor is drawn on
 # a log axis: on a linear one, everything after the first steps is a flat line.
@@ -180,12 +180,18 @@ def loss_overlay(
     drawn in colour, numbered by rank, on top of the others in light grey, which share
     one legend entry. Returns the legend's labels.
     """
-    plt = pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     n = len(curves)
     ranked = [k for k in (order or []) if k in curves]
     ranked += sorted((k for k in curves if k not in ranked), key=lambda k: _final(curves[k][1]))
     best = list(curves) if n <= LEGEND_BEST else ranked[:LEGEND_BEST]
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    # A bare Figure, not pyplot's: the same pixels, without importing pyplot (a sweep's
+    # main process draws nothing else) or registering the figure with its manager.
+    fig = Figure(figsize=(9.5, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     rest = [k for k in curves if k not in best]
     for i, label in enumerate(rest):
         steps, losses = curves[label]
@@ -219,5 +225,4 @@ def loss_overlay(
         )
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return labels
