@@ -202,3 +202,88 @@ def test_committed_runs_survive_a_killed_process_in_either_journal_mode(tmp_path
         or (tmp_path / "mlflow.db-wal").stat().st_size == 0
     )
     assert size == db.stat().st_size
+
+
+def _history_plan(db: Path) -> str:
+    """SQLite's plan for MLflow's own query of one run's metric history."""
+    import sqlite3
+
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.orm import Query
+
+    query = (
+        Query(SqlMetric)
+        .filter_by(run_uuid="r" * 32, key="Training/loss")
+        .order_by(SqlMetric.timestamp, SqlMetric.step, SqlMetric.value)
+    )
+    sql = str(
+        query.statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+    )
+    con = sqlite3.connect(db)
+    try:
+        return " ".join(row[-1] for row in con.execute("EXPLAIN QUERY PLAN " + sql))
+    finally:
+        con.close()
+
+
+def _plain_mlflow_store(db: Path, runs: int = 0, points: int = 0) -> None:
+    """A store made by MLflow itself (no gradtrack), with ``runs`` runs of ``points``."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.create_experiment("plain")
+    for _ in range(runs):
+        run = client.create_run(exp)
+        metrics = [Metric("Training/loss", 1.0 / (s + 1), 0, s) for s in range(points)]
+        client.log_batch(run.info.run_id, metrics=metrics, synchronous=True)
+
+
+def test_one_runs_history_is_read_through_the_run_index_in_any_store(tmp_path):
+    """A run's metric history must not cost more as the store grows: SQLite reads it
+    through MLflow's (run_uuid, key, step) index, not the key-first primary key that
+    scans every run's points (a sweep summary grew with the square of its jobs)."""
+    import sqlite3
+
+    from gradtrack.tracking.store import (
+        METRICS_INDEX_STATS,
+        open_client,
+        plan_metric_queries,
+        resolve_tracking,
+    )
+
+    # A store gradtrack creates.
+    root = tmp_path / "new"
+    open_client(resolve_tracking(None, root))
+    db = root / "mlflow.db"
+    assert "index_metrics_run_uuid_key_step" in _history_plan(db)
+    con = sqlite3.connect(db)
+    stats = dict(con.execute("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'metrics'"))
+    con.close()
+    assert stats == METRICS_INDEX_STATS
+
+    # A store MLflow made, with runs in it: SQLite's own choice is the scan ...
+    old = tmp_path / "old"
+    old.mkdir()
+    _plain_mlflow_store(old / "mlflow.db", runs=30, points=50)
+    assert "sqlite_autoindex_metrics_1" in _history_plan(old / "mlflow.db")
+    # ... until gradtrack opens it; the history reads the same points.
+    client = open_client(resolve_tracking(None, old))
+    assert "index_metrics_run_uuid_key_step" in _history_plan(old / "mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("plain").experiment_id])[0]
+    history = client.get_metric_history(run.info.run_id, "Training/loss")
+    assert sorted(m.step for m in history) == list(range(50))
+
+    # Statistics a store has already (a real ANALYZE) are left alone.
+    measured = tmp_path / "measured.db"
+    _plain_mlflow_store(measured, runs=3, points=5)
+    con = sqlite3.connect(measured)
+    con.execute("ANALYZE")
+    con.commit()
+    before = sorted(con.execute("SELECT * FROM sqlite_stat1"))
+    con.close()
+    assert plan_metric_queries(measured) is False
+    con = sqlite3.connect(measured)
+    assert sorted(con.execute("SELECT * FROM sqlite_stat1")) == before
+    con.close()

@@ -146,8 +146,83 @@ def open_client(target: TrackingTarget):
         _check_writable(db)
         if not _store_exists(db):
             _create_sqlite_store(db)
+        else:
+            plan_metric_queries(db)  # a store made by MLflow itself, or before this
         _use_wal(db)
     return MlflowClient(tracking_uri=target.uri)
+
+
+# -- the query plan for one run's metric history ----------------------------------------
+#
+# MLflow reads one run's history of one metric (a sweep summary's loss curves, the UI's
+# charts) with ``WHERE run_uuid = ? AND key = ?``. Without statistics SQLite's planner
+# answers it from the metrics table's primary key, which starts with ``key`` and covers
+# every column, so it reads every point of that key in the whole store: 0.7 ms a
+# history in a store of 64 runs, 7.7 ms at 640 runs, and a sweep's summary (one history
+# per job) grew with the square of its job count. With statistics it takes MLflow's
+# ``(run_uuid, key, step)`` index: 0.17 ms at 640 runs, whatever the store's size.
+# ANALYZE measures whole tables and a new store is empty, so gradtrack writes the shape
+# of the data instead, as SQLite allows (https://sqlite.org/lang_analyze.html): each
+# index's row count, then rows per distinct value of its first 1, 2, ... columns. Far
+# fewer points share a run than share a key. A store that has statistics for its
+# metrics table already (a real ANALYZE) is left as it is.
+METRICS_INDEX_STATS = {
+    "index_metrics_run_uuid_key_step": "1000000 1000 100 1",  # run_uuid, key, step
+    "index_metrics_run_uuid": "1000000 1000",  # run_uuid
+    "sqlite_autoindex_metrics_1": "1000000 100000 10 1 1 1 1",  # the primary key
+}
+
+
+def plan_metric_queries(db: Path) -> bool:
+    """Give the store's metrics table planner statistics unless it has some (see
+    above); True if they were written. Never fails the caller: a store that is busy
+    gets them from a later open."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(db, timeout=1.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        log.debug("could not open %s to plan its metric queries: %s", db, exc)
+        return False
+    try:
+        return _write_metric_stats(con)
+    except sqlite3.Error as exc:  # locked by a writer, read-only, not a store
+        log.debug("could not write planner statistics to %s: %s", db, exc)
+        return False
+    finally:
+        con.close()
+
+
+def _write_metric_stats(con) -> bool:
+    def exists(kind: str, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?"
+        return con.execute(sql, (kind, name)).fetchone() is not None
+
+    def planned() -> bool:
+        if not exists("table", "sqlite_stat1"):
+            return False
+        sql = "SELECT 1 FROM sqlite_stat1 WHERE tbl = 'metrics' LIMIT 1"
+        return con.execute(sql).fetchone() is not None
+
+    if planned() or not exists("index", "index_metrics_run_uuid_key_step"):
+        return False  # planned already, or not MLflow's schema: leave it to SQLite
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if planned():  # another process wrote them while we waited
+            con.execute("ROLLBACK")
+            return False
+        con.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1, reads no table
+        for index, stat in METRICS_INDEX_STATS.items():
+            if exists("index", index):
+                con.execute(
+                    "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('metrics', ?, ?)",
+                    (index, stat),
+                )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True
 
 
 # -- commits without a disk flush each -------------------------------------------------
@@ -326,6 +401,7 @@ def _create_sqlite_store(db: Path) -> None:
                     _migrate_and_verify(f"sqlite:///{tmp}")
                 finally:
                     _set_pragmas(tmp, None)
+                plan_metric_queries(tmp)
                 _seal(tmp, wal=wal_enabled())
                 os.replace(tmp, db)
                 _fsync_dir(db.parent)
