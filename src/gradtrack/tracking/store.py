@@ -211,7 +211,7 @@ def _write_metric_stats(con) -> bool:
         if planned():  # another process wrote them while we waited
             con.execute("ROLLBACK")
             return False
-        con.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1, reads no table
+        con.execute("ANALYZE sqlite_master")  # creates sqlite_stat1, reads no table
         for index, stat in METRICS_INDEX_STATS.items():
             if exists("index", index):
                 con.execute(
