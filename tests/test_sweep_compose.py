@@ -32,7 +32,7 @@ def _plain(cfg):
     return OmegaConf.to_container(cfg, resolve=False)
 
 
-def test_kept_jobs_are_served_as_copies_of_hydras_own_composition(master):
+def test_kept_jobs_are_served_from_one_composition_equal_to_hydras(master):
     from omegaconf import OmegaConf
 
     from gradtrack.sweep_compose import ComposeMemo
@@ -42,12 +42,15 @@ def test_kept_jobs_are_served_as_copies_of_hydras_own_composition(master):
     memo = ComposeMemo(loader)
     checked = [memo.keep(cfg, job) for job in JOBS]
     assert memo.composed == 2
-    first = memo(master_config=cfg, sweep_overrides=JOBS[0])  # the sweeper's check
-    second = memo(cfg, JOBS[0])  # the launcher, which modifies its copy
-    assert first is not second and _plain(first) == _plain(hydra_own[0])
+    # The basic sweeper's check composes and drops; the launcher then takes the same
+    # config and modifies it.
+    first = memo(master_config=cfg, sweep_overrides=JOBS[0])
+    assert _plain(first) == _plain(hydra_own[0])
+    second = memo(cfg, JOBS[0])
+    assert second is first
     second.hydra.job.num = 7
-    second.optimizer.lr = 99.0  # the launcher's config is no one else's
-    assert first.optimizer.lr == checked[0].optimizer.lr == hydra_own[0].optimizer.lr != 99.0
+    second.optimizer.lr = 99.0  # what check_jobs validated is its own copy
+    assert checked[0].optimizer.lr == hydra_own[0].optimizer.lr != 99.0
     assert memo.composed == 2 and memo.hits == 2
     assert _plain(memo(cfg, JOBS[1])) == _plain(hydra_own[1])
     # After its two requests a job's entry is gone: a third composes again.
@@ -149,9 +152,50 @@ def test_jobs_sharing_group_choices_compose_exactly_as_hydra_does(master):
         )
     # Hydra's own functions are back in place afterwards.
     from hydra._internal import config_loader_impl, defaults_list
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     assert config_loader_impl.create_defaults_list is defaults_list.create_defaults_list
     assert "_compose_config_from_defaults_list" not in vars(loader)
+    assert ConfigRepository.load_config.__module__ == ConfigRepository.__module__
+    assert OverridesParser.parse_overrides.__module__ == OverridesParser.__module__
+
+
+def test_a_sweeps_jobs_read_each_config_file_and_parse_each_override_once(master, monkeypatch):
+    """Composing N jobs reads the primary config once, not N times, and parses an
+    override shared by every job once; each job's config is still Hydra's."""
+    from hydra._internal.core_plugins.file_config_source import FileConfigSource
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from gradtrack.sweep_compose import ComposeMemo
+
+    reads: list[str] = []
+    parses: list[str] = []
+    read, parse = FileConfigSource.load_config, OverridesParser.parse_overrides
+
+    def counted_read(source, config_path):
+        reads.append(config_path)
+        return read(source, config_path)
+
+    def counted_parse(parser, overrides):
+        parses.extend(overrides)
+        return parse(parser, overrides)
+
+    monkeypatch.setattr(FileConfigSource, "load_config", counted_read)
+    monkeypatch.setattr(OverridesParser, "parse_overrides", counted_parse)
+    cfg, loader = master
+    jobs = [["+experiment=fit_linear_1d", f"optimizer.lr={i / 10}"] for i in range(1, 7)]
+    memo = ComposeMemo(loader)
+    kept = [memo.keep(cfg, job) for job in jobs]
+    assert reads.count("config") == 1, reads
+    assert parses.count("+experiment=fit_linear_1d") == 1
+    assert [k.optimizer.lr for k in kept] == [i / 10 for i in range(1, 7)]
+    assert OverridesParser.parse_overrides is counted_parse  # put back afterwards
+    monkeypatch.undo()
+    for job in (jobs[0], jobs[-1]):
+        hydra_own = type(loader).load_sweep_config(loader, cfg, list(job))
+        assert OmegaConf.to_yaml(memo(cfg, job)) == OmegaConf.to_yaml(hydra_own)
 
 
 def test_the_app_config_copy_leaves_the_composed_config_whole(master):
