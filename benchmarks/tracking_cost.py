@@ -10,6 +10,8 @@
 * sweep64: a 64-job fit_linear_1d numpy sweep with the basic launcher vs one
   single-run process, and with joblib n_jobs=2 vs basic (medians of 3 interleaved
   repeats).
+* sweep_long_jobs (no target): joblib n_jobs=2 vs basic on 32 jobs that train for
+  about a second each.
 """
 
 from __future__ import annotations
@@ -202,6 +204,16 @@ def process_vs_plain(repeats: int = 4) -> dict[str, Any]:
     }
 
 
+def _sweep_wall(cwd: Path, name: str, overrides: list[str], extra: list[str]) -> float:
+    """Wall seconds of one ``gradtrack -m`` sweep, its store and outputs under cwd/name."""
+    return _wall(
+        [sys.executable, "-m", "gradtrack", "-m", *overrides]
+        + [f"tracking.root={cwd / name}", f"hydra.sweep.dir={cwd / name / 'multirun'}"]
+        + extra,
+        cwd,
+    )
+
+
 def sweep64(n_jobs: int = 2, jobs: int = 64, repeats: int = 3) -> dict[str, Any]:
     """A 64-job numpy sweep (basic, joblib) against one single-run process.
 
@@ -227,13 +239,7 @@ def sweep64(n_jobs: int = 2, jobs: int = 64, repeats: int = 3) -> dict[str, Any]
                 ("joblib", ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]),
             ):
                 samples[f"{name}_s"].append(
-                    _wall(
-                        [sys.executable, "-m", "gradtrack", "-m", *base, f"optimizer.lr={lrs}"]
-                        + [f"tracking.root={cwd / name}"]
-                        + [f"hydra.sweep.dir={cwd / name / 'multirun'}"]
-                        + extra,
-                        cwd,
-                    )
+                    _sweep_wall(cwd, name, [*base, f"optimizer.lr={lrs}"], extra)
                 )
                 finished, jobs_s = _children(cwd / name)
                 key = f"{name}_finished_children"
@@ -246,6 +252,28 @@ def sweep64(n_jobs: int = 2, jobs: int = 64, repeats: int = 3) -> dict[str, Any]
     out["joblib_over_basic"] = out["joblib_s"] / out["basic_s"]
     # Not a target: how well two workers share the jobs themselves. The rest of each
     # sweep (the main process's start, the checks, the store, the summary) is serial.
+    out["joblib_over_basic_jobs_only"] = out["joblib_jobs_s"] / out["basic_jobs_s"]
+    return out
+
+
+def sweep_long_jobs(n_jobs: int = 2, jobs: int = 32, epochs: int = 150_000) -> dict[str, Any]:
+    """Not a target: the joblib / basic figure for jobs that each train for about a
+    second (150,000 epochs; a job cost ~1.3 s when the 64-job target was set), where the
+    sweep's serial part is a small share. One sample each, basic first."""
+    lrs = ",".join(f"{0.01 + 0.1 * i / jobs:.5f}" for i in range(jobs))
+    base = ["+experiment=fit_linear_1d", "backend=numpy", f"paths.root={REPO}", "reuse=false"]
+    base += [f"epochs={epochs}", f"optimizer.lr={lrs}"]
+    out: dict[str, Any] = {"jobs": jobs, "n_jobs": n_jobs, "epochs": epochs}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        for name, extra in (
+            ("basic", []),
+            ("joblib", ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]),
+        ):
+            out[f"{name}_s"] = _sweep_wall(cwd, name, base, extra)
+            out[f"{name}_finished_children"], out[f"{name}_jobs_s"] = _children(cwd / name)
+    out["basic_per_job_s"] = out["basic_jobs_s"] / jobs
+    out["joblib_over_basic"] = out["joblib_s"] / out["basic_s"]
     out["joblib_over_basic_jobs_only"] = out["joblib_jobs_s"] / out["basic_jobs_s"]
     return out
 
@@ -273,6 +301,9 @@ def run_all(quick: bool = False) -> dict[str, Any]:
     out["process"] = process_vs_plain(repeats=1 if quick else 4)
     out["signal"] = signal_latency()
     out["sweep64"] = sweep64(jobs=4 if quick else 64, repeats=1 if quick else 3)
+    out["sweep_long_jobs"] = sweep_long_jobs(
+        jobs=4 if quick else 32, epochs=1000 if quick else 150_000
+    )
     return out
 
 
