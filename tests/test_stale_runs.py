@@ -136,6 +136,27 @@ def test_opening_the_store_ends_dead_runs_of_the_experiment(four_runs, project):
     }
 
 
+def test_a_process_looks_for_dead_runs_at_its_first_open_then_once_a_minute(
+    four_runs, project, dead_owner
+):
+    """Every job of a sweep opens the store, and the search for dead runs reads every
+    run of the experiment: a process searches at its first open of a store, then again
+    only once STALE_SCAN_SECONDS have passed."""
+    from gradtrack.tracking import store
+
+    _, client, exp, ids = four_runs
+    target = store.resolve_tracking(None, project / "mlruns")
+    _, exp_id = store.open_store(target, "gradtrack")
+    assert exp_id == exp and client.get_run(ids["dead"]).info.status == "FAILED"
+    died_since = _run(client, exp, "died since", dead_owner)
+    store.open_store(target, "gradtrack")  # the next job, a moment later
+    assert client.get_run(died_since).info.status == "RUNNING"
+    store._last_stale_scan[(target.uri, exp)] -= store.STALE_SCAN_SECONDS  # a minute on
+    store.open_store(target, "gradtrack")
+    assert client.get_run(died_since).info.status == "FAILED"
+    assert client.get_run(ids["live"]).info.status == "RUNNING"
+
+
 def test_report_does_not_count_a_dead_run_as_running(four_runs, tmp_path):
     from gradtrack.report import main as report_main
 
