@@ -175,21 +175,30 @@ def _copy_config(cfg: DictConfig, leave_out: Any = None) -> DictConfig:
     types, parents), in about half the time ``copy.deepcopy`` takes (1.7 against 3.2 ms
     for a composed gradtrack config). ``leave_out``, a node of ``cfg``, is not copied:
     an empty config stands in its place (the caller deletes it)."""
-    if leave_out is None:
+    if leave_out is None:  # no persistent_id to call for every object
         return pickle.loads(pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj: Any) -> str | None:
-            return "left out" if obj is leave_out else None
-
-    class Unpickler(pickle.Unpickler):
-        def persistent_load(self, pid: Any) -> DictConfig:
-            return OmegaConf.create({})
-
     buf = io.BytesIO()
-    Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(cfg)
+    _LeavingOut(buf, leave_out).dump(cfg)
     buf.seek(0)
-    return Unpickler(buf).load()
+    return _StandingIn(buf).load()
+
+
+class _LeavingOut(pickle.Pickler):
+    """Pickles one object (``leave_out``) by reference only, as a persistent id."""
+
+    def __init__(self, file: io.BytesIO, leave_out: Any) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._leave_out = leave_out
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return "left out" if obj is self._leave_out else None
+
+
+class _StandingIn(pickle.Unpickler):
+    """Puts an empty config where _LeavingOut left an object out."""
+
+    def persistent_load(self, pid: Any) -> DictConfig:
+        return OmegaConf.create({})
 
 
 def app_config_copy(cfg: DictConfig) -> DictConfig:
