@@ -19,6 +19,10 @@ The server then freezes what it imported (gradtrack.worker_ready), so that the f
 collections of its workers skip those objects: loky forces one after each worker's
 first job, which took 0.37 s of a worker's 5 s in a 64-job sweep.
 
+What every job shares (Hydra's context, the sweep's config, the task function and
+Hydra's singletons, ~90 KB) is pickled once in the main process and unpickled once per
+worker (``send_shared_once``), instead of once per job on both sides.
+
 Nothing here changes what a job does: a worker that was not warmed (loky starts a new
 one after a crash or an idle timeout) imports the same modules on first use.
 
@@ -36,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -130,6 +135,7 @@ def prewarm(config: DictConfig) -> Callable[[], None] | None:
     mods = modules_for(config)
     warmed.clear()
     use_forkserver(mods, kwargs["n_jobs"])
+    send_shared_once()
     from gradtrack import interrupts
 
     interrupts.on_signal(stop_workers)
@@ -289,3 +295,88 @@ def keep_plugins_across_jobs() -> None:
     set_state._gradtrack_keeps_plugins = True  # type: ignore[attr-defined]
     Singleton.set_state = staticmethod(set_state)  # type: ignore[method-assign]
 
+
+def send_shared_once() -> None:
+    """Have Hydra's joblib launcher send what its jobs share once per worker.
+
+    ``hydra_joblib_launcher._core.launch`` hands every job the same Hydra context, sweep
+    config, task function and singleton state, and loky pickles them with each job
+    (~90 KB, ~7 ms in the main process, whose feeder thread competes with the workers
+    for the cores) and each worker unpickles them again for each job (~8 ms). Here the
+    launcher's ``delayed`` puts them in one ``SharedArgs``, pickled once; a worker
+    unpickles it at its first job and keeps it for the next ones, as a sequential sweep
+    keeps them for all its jobs (Hydra sets the singletons from them before each job).
+    """
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    if getattr(_core.delayed, "_gradtrack_shares", False):
+        return
+    from joblib import delayed
+
+    last: list[SharedArgs] = []
+
+    def delayed_sharing(function: Callable) -> Callable:
+        if function is not _core.execute_job:
+            return delayed(function)
+
+        def call(idx: int, overrides: Any, *shared: Any) -> Any:
+            if not last or not last[0].holds(shared):
+                last[:] = [SharedArgs(shared)]
+            return delayed(execute_job_sharing)(idx, overrides, last[0])
+
+        return call
+
+    delayed_sharing._gradtrack_shares = True  # type: ignore[attr-defined]
+    _core.delayed = delayed_sharing
+
+
+def execute_job_sharing(idx: int, overrides: Any, shared: tuple | SharedArgs) -> Any:
+    """Hydra's joblib ``execute_job`` with the arguments a ``SharedArgs`` carried (not
+    pickled at all when joblib runs the job in this process: ``n_jobs=1``)."""
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    if isinstance(shared, SharedArgs):
+        shared = shared.objects
+    return execute_job(idx, overrides, *shared)
+
+
+class SharedArgs:
+    """Objects pickled once, however many jobs carry them; a process unpickles them
+    once and hands the same objects to every later job (``received``)."""
+
+    def __init__(self, objects: tuple) -> None:
+        self.objects = objects
+        self.token = uuid.uuid4().hex
+        self._blob: bytes | None = None
+        self._lock = threading.Lock()
+
+    def holds(self, objects: tuple) -> bool:
+        return len(objects) == len(self.objects) and all(
+            a is b for a, b in zip(objects, self.objects, strict=True)
+        )
+
+    def blob(self) -> bytes:
+        with self._lock:  # loky's feeder thread pickles the jobs
+            if self._blob is None:
+                from joblib.externals import cloudpickle
+
+                self._blob = cloudpickle.dumps(self.objects)
+            return self._blob
+
+    def __reduce__(self) -> tuple:
+        return received, (self.token, self.blob())
+
+
+# In a worker: the shared objects of the sweep it runs jobs for (one sweep at a time).
+_received: dict[str, tuple] = {}
+
+
+def received(token: str, blob: bytes) -> tuple:
+    """The objects a ``SharedArgs`` carried: unpickled at the first job, kept after."""
+    objects = _received.get(token)
+    if objects is None:
+        import pickle
+
+        _received.clear()
+        objects = _received[token] = pickle.loads(blob)
+    return objects

@@ -1,0 +1,88 @@
+"""What a joblib sweep's jobs share is pickled once in the main process and unpickled
+once per worker (gradtrack.sweep_workers.send_shared_once). The sweeps themselves,
+warmed workers included, are tested in test_sweeps.py."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from joblib.externals.loky.backend.reduction import dumps as loky_dumps
+
+from gradtrack import sweep_workers
+from gradtrack.sweep_workers import SharedArgs, execute_job_sharing
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch):
+    monkeypatch.setattr(sweep_workers, "_received", {})
+
+
+def _task(idx: int, shared: SharedArgs) -> bytes:
+    """One job as loky sends it: its own arguments, then what every job shares."""
+    return loky_dumps((execute_job_sharing, (idx, [f"x={idx}"], shared)))
+
+
+def test_shared_objects_are_pickled_once_whatever_the_number_of_jobs(monkeypatch):
+    from joblib.externals import cloudpickle
+
+    pickled = []
+    real = cloudpickle.dumps
+    monkeypatch.setattr(
+        cloudpickle, "dumps", lambda obj, *a, **k: pickled.append(1) or real(obj, *a, **k)
+    )
+    shared = SharedArgs(({"config": list(range(1000))}, "context"))
+    tasks = [_task(i, shared) for i in range(20)]
+    assert len(pickled) == 1
+    assert all(len(t) > 1000 for t in tasks)  # each job still carries them
+
+
+def test_a_process_unpickles_what_jobs_share_once_and_hands_each_job_the_same_objects(
+    fresh_cache,
+):
+    shared = SharedArgs(({"config": [1, 2, 3]}, "context"))
+    first = pickle.loads(_task(0, shared))
+    second = pickle.loads(_task(1, shared))
+    assert first[1][:2] == (0, ["x=0"]) and second[1][:2] == (1, ["x=1"])
+    assert first[1][2] == shared.objects  # equal to what the main process had ...
+    assert second[1][2] is first[1][2]  # ... and unpickled once in this process
+    # The next sweep (or the next batch of a search sweeper) brings new objects.
+    other = SharedArgs(({"config": [4]}, "context"))
+    third = pickle.loads(_task(2, other))
+    assert third[1][2] == other.objects
+    assert list(sweep_workers._received) == [other.token]  # only the current one is kept
+
+
+def test_execute_job_gets_the_shared_objects_unpacked_pickled_or_not(monkeypatch, fresh_cache):
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    calls = []
+    monkeypatch.setattr(_core, "execute_job", lambda *args: calls.append(args) or "ret")
+    objects = ("context", "config", "task", {"instances": {}})
+    shared = SharedArgs(objects)
+    # n_jobs=1: joblib runs the job in this process, nothing is pickled
+    assert execute_job_sharing(3, ["a=1"], shared) == "ret"
+    function, args = pickle.loads(_task(4, shared))  # a worker
+    assert function(*args) == "ret"
+    assert calls == [(3, ["a=1"], *objects), (4, ["x=4"], *objects)]
+
+
+def test_the_launchers_jobs_carry_one_shared_argument_per_launch(monkeypatch):
+    from hydra_plugins.hydra_joblib_launcher import _core
+
+    monkeypatch.setattr(_core, "delayed", _core.delayed)  # put back after the test
+    sweep_workers.send_shared_once()
+    sweep_workers.send_shared_once()  # idempotent: wraps Hydra's delayed once
+    context, config, task, state = object(), object(), object(), {"instances": {}}
+    calls = [
+        _core.delayed(_core.execute_job)(i, [], context, config, task, state) for i in range(3)
+    ]
+    assert {c[0] for c in calls} == {execute_job_sharing}
+    shared = [c[1][2] for c in calls]
+    assert shared[0].objects == (context, config, task, state)
+    assert shared[1] is shared[0] and shared[2] is shared[0]
+    # Hydra's next launch (a search sweeper's next batch) takes a new singleton state.
+    later = _core.delayed(_core.execute_job)(3, [], context, config, task, {"instances": {}})
+    assert later[1][2] is not shared[0]
+    # anything else the launcher might delay is left as it is
+    assert _core.delayed(len)("abc")[0] is len
