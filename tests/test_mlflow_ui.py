@@ -151,6 +151,33 @@ def test_best_child_ranks_finished_then_baseline_then_metric_and_reports_ties():
     assert rank([_row(0, math.nan), _row(1, 1.0, status="KILLED")], "final_loss").best is None
 
 
+def test_the_last_line_of_a_sweep_names_a_few_tied_and_failed_jobs_at_any_size():
+    from gradtrack.sweep import NAMED_AT_MOST, ChildRow, rank, summary_line
+
+    def line(jobs: int) -> str:
+        def row(i, loss, status="FINISHED"):
+            return ChildRow(f"+experiment=e paths.root=/p optimizer.lr={i}", f"r{i}", status, loss)
+
+        rows = [row(i, {"final_loss": 1.0}) for i in range(jobs)]  # all converge together
+        rows += [row(jobs + i, {}, "FAILED") for i in range(jobs // 2)]
+        rows.append(row(10 * jobs, {}, "KILLED"))
+        return summary_line(rows, rank(rows, "final_loss"), "final_loss", ["optimizer.lr"])
+
+    small, big = line(64), line(640)
+    assert small.startswith("gradtrack sweep: 64/97 jobs finished, 33 failed: lr=64 [FAILED]; ")
+    assert "; and 28 more, listed in sweep_summary.md" in small  # failed jobs
+    assert (
+        "tied within relative 1e-09 with 63 other job(s) (lr=1; lr=2; lr=3; lr=4; lr=5; " in small
+    )
+    assert "and 58 more, listed in sweep_summary.md): chosen as the earliest job" in small
+    # the best job is named in full: its overrides reproduce it
+    assert "best final_loss=1 (+experiment=e paths.root=/p optimizer.lr=0, run r0)" in small
+    assert big.count("lr=") == small.count("lr=") == 2 * NAMED_AT_MOST + 1
+    assert len(big) - len(small) < 40  # only the counts grew
+    # a few are all named
+    assert line(2).endswith("(lr=1): chosen as the earliest job")
+
+
 # -- a real run, through the CLI -------------------------------------------------------
 
 

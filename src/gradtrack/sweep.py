@@ -606,7 +606,25 @@ def register_champion(
     return True
 
 
-def best_sentence(ranking: Ranking, metric: str) -> str:
+# The sweep's last console line and its best_choice tag name at most this many tied or
+# failed jobs, by their swept values; sweep_summary.md lists every one. Naming them all
+# by their whole overrides made one line of ~5,000 characters for a 64-job sweep whose
+# jobs converge to the same loss, and ten times that at 640 jobs.
+NAMED_AT_MOST = 5
+
+
+def some_jobs(rows: list[ChildRow], swept: list[str] | None, status: bool = False) -> str:
+    """The first NAMED_AT_MOST of ``rows`` by label (and status), and how many more
+    there are."""
+    named = "; ".join(
+        job_label(r.overrides, swept) + (f" [{r.status}]" if status else "")
+        for r in rows[:NAMED_AT_MOST]
+    )
+    more = len(rows) - NAMED_AT_MOST
+    return named + (f"; and {more} more, listed in sweep_summary.md" if more > 0 else "")
+
+
+def best_sentence(ranking: Ranking, metric: str, swept: list[str] | None = None) -> str:
     """How the best child was chosen, ties and tie-break included (one line)."""
     best = ranking.best
     if best is None:
@@ -617,9 +635,22 @@ def best_sentence(ranking: Ranking, metric: str) -> str:
     if ranking.tied:
         text += (
             f"; tied within relative {TIE_RTOL:g} with {len(ranking.tied)} other job(s) "
-            f"({'; '.join(r.overrides for r in ranking.tied)}): chosen as the {TIE_BREAK}"
+            f"({some_jobs(ranking.tied, swept)}): chosen as the {TIE_BREAK}"
         )
     return text
+
+
+def summary_line(
+    rows: list[ChildRow], ranking: Ranking, metric: str, swept: list[str] | None = None
+) -> str:
+    """The sweep's last console line: jobs finished, which failed, the best job."""
+    failed = [r for r in rows if r.status != "FINISHED"]
+    line = f"gradtrack sweep: {len(rows) - len(failed)}/{len(rows)} jobs finished"
+    if failed:
+        line += f", {len(failed)} failed: {some_jobs(failed, swept, status=True)}"
+    if ranking.best is not None:
+        line += "; " + best_sentence(ranking, metric, swept)
+    return line
 
 
 def write_summary(
@@ -692,17 +723,11 @@ def write_summary(
             RunTag("best_run_id", best.run_id),
             RunTag("best_overrides", best.overrides),
             RunTag("best_tied_jobs", str(len(ranking.tied))),
-            RunTag("best_choice", best_sentence(ranking, metric)[:5000]),
+            RunTag("best_choice", best_sentence(ranking, metric, swept)[:5000]),
         ]
         metrics.append(Metric(f"best/{metric}", best.metrics[metric], 0, 0))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags, synchronous=True)
-    done = len(rows) - len(failed)
-    line = f"gradtrack sweep: {done}/{len(rows)} jobs finished"
-    if failed:
-        line += f", {len(failed)} failed: " + "; ".join(r.overrides for r in failed)
-    if best is not None:
-        line += "; " + best_sentence(ranking, metric)
-    print(line, file=sys.stderr if failed else sys.stdout)
+    print(summary_line(rows, ranking, metric, swept), file=sys.stderr if failed else sys.stdout)
     if any(r.status == "KILLED" for r in rows):
         return "KILLED"
     return "FAILED" if failed else "FINISHED"
