@@ -85,3 +85,15 @@ def wait_until_training(client, run_id: str, proc: subprocess.Popen, settle: flo
         assert time.monotonic() < deadline, "the run never logged its dataset input"
         time.sleep(0.1)
     time.sleep(settle)
+
+
+def pixels_of(png: Path, color: str) -> tuple[int, int]:
+    """(how many pixels of the image ``png`` have about this colour, how many rows of
+    pixels they span: a curve's height in the plot)."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float) / 255
+    hit = np.abs(rgb - np.array(to_rgb(color))).max(axis=2) < 0.05
+    return int(hit.sum()), int(hit.any(axis=1).sum())

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose, mlflow_runs, run_cli
+from conftest import compose, mlflow_runs, pixels_of, run_cli
 
 
 def _client(project: Path):
@@ -114,6 +114,57 @@ def test_overlay_of_a_few_runs_names_each_in_the_given_order(tmp_path):
     steps = np.arange(10)
     curves = {name: (steps, 1.0 / (1 + k + steps)) for k, name in enumerate("cab")}
     assert loss_overlay(curves, tmp_path / "o.png", "3 runs") == ["c", "a", "b"]
+
+
+def _converging_and_diverged():
+    steps = np.arange(200)
+    ok = 594.0 * np.exp(-steps / 8.0) + 24.0  # a finished job's loss: 618 -> 24
+    diverged = 600.0 * 10.0 ** (12.5 * np.arange(25))  # lr=1e6: ~1.7e305 at step 24
+    return {"lr=0.05": (steps, ok), "lr=1000000.0 [FAILED]": (steps[:25], diverged)}
+
+
+def test_a_diverged_job_leaves_the_sweep_overlay_at_the_top_and_the_others_stay_drawn(
+    tmp_path,
+):
+    """A log axis padded past the largest float fell back to 1..10: an empty plot."""
+    import warnings
+
+    from gradtrack.artifacts import _COLORS, loss_overlay
+
+    curves = _converging_and_diverged()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of the overflow
+        loss_overlay(curves, tmp_path / "sweep.png", "sweep", scale_from=["lr=0.05"])
+        loss_overlay(curves, tmp_path / "report.png", "report")  # every curve sets the axis
+    # The finished job's curve is drawn across the plot (a legend line is ~30 pixels),
+    # falling over most of its height when it alone sets the axis.
+    pixels, height = pixels_of(tmp_path / "sweep.png", _COLORS[0])
+    assert pixels > 500 and height > 200
+    pixels, height = pixels_of(tmp_path / "report.png", _COLORS[0])
+    assert pixels > 300
+
+
+def test_loss_limits_are_matplotlibs_own_unless_those_would_overflow():
+    from matplotlib.figure import Figure
+
+    from gradtrack.artifacts import AXIS_LIMIT, loss_limits
+
+    steps = np.arange(200)
+    for losses, log in (
+        (594.0 * np.exp(-steps / 8.0) + 24.0, False),
+        (10.0 / (1 + steps), True),
+        (np.full(200, 3.0), False),
+    ):
+        ax = Figure().add_subplot()
+        ax.plot(steps, losses)
+        if log:
+            ax.set_yscale("log")
+        ax.autoscale_view()
+        assert loss_limits([losses], log) == pytest.approx(ax.get_ylim(), rel=1e-9)
+    diverged = _converging_and_diverged()["lr=1000000.0 [FAILED]"][1]
+    lo, hi = loss_limits([diverged], log=True)
+    assert 0 < lo < 600 and hi == pytest.approx(AXIS_LIMIT)
+    assert loss_limits([[np.nan, np.inf]], log=False) is None
 
 
 # -- ranking -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mlflow_runs, run_cli
+from conftest import mlflow_runs, pixels_of, run_cli
 from team_support import stop_session
 
 QUICK = ["model=quadratic", "epochs=20"]
@@ -225,6 +225,15 @@ def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project):
         _client(project).download_artifacts(parent.info.run_id, "sweep_summary.md")
     ).read_text()
     assert "## Failed jobs" in md and "optimizer.lr=1000000.0" in md and "diverged" in md
+    # The overlay's axis fits the finished jobs; the diverged one (losses to ~1e300)
+    # leaves it at the top. (Fitted to all, the axis overflowed to 1..10: an empty plot.)
+    png = _client(project).download_artifacts(parent.info.run_id, "loss_curves.png")
+    from gradtrack.artifacts import _COLORS
+
+    for k in (0, 2):  # lr=0.01 and lr=0.1 in the colours of the 1st and 3rd job
+        pixels, height = pixels_of(Path(png), _COLORS[k])
+        assert pixels > 500 and height > 100  # drawn, and falling across the plot
+    assert "RuntimeWarning" not in res.stderr
 
 
 @pytest.mark.slow

@@ -165,12 +165,42 @@ def _final(losses) -> float:
     return float(v[-1]) if v.size else float("inf")
 
 
+# Matplotlib pads a log axis by 5% of its span in decades. A diverged run's last losses
+# (~1e305) pad past the largest float, and the axis falls back to 1..10: an empty plot,
+# and a RuntimeWarning on the console. Such limits are computed here instead, in
+# decades, and kept below this (the log axis's tick locator reaches a few dozen
+# decades beyond its top).
+AXIS_LIMIT = 1e250
+
+
+def loss_limits(series, log: bool) -> tuple[float, float] | None:
+    """Matplotlib's default y-limits for these curves (5% margins; on a log axis, in
+    decades), never beyond ±AXIS_LIMIT; None when no value can be drawn."""
+    vals = np.concatenate([np.asarray(v, dtype=float).ravel() for v in series] or [[]])
+    vals = vals[np.isfinite(vals) & (vals > 0 if log else True)]
+    if vals.size == 0:
+        return None
+    lo, hi = float(vals.min()), float(vals.max())
+    if log:
+        lo, hi = np.log10(lo), np.log10(hi)
+        if lo == hi:  # a flat curve: a decade either side
+            lo, hi = lo - 1, hi + 1
+        pad = 0.05 * (hi - lo)
+        top = np.log10(AXIS_LIMIT)
+        return float(10 ** (lo - pad)), float(10 ** min(hi + pad, top))
+    if lo == hi:  # a flat curve: 5% of its value either side, as matplotlib does
+        lo, hi = lo - (0.05 * abs(lo) or 0.05), hi + (0.05 * abs(hi) or 0.05)
+    pad = 0.05 * (hi - lo)
+    return max(lo - pad, -AXIS_LIMIT), min(hi + pad, AXIS_LIMIT)
+
+
 def loss_overlay(
     curves: dict[str, tuple],
     path: Path,
     title: str,
     order: list[str] | None = None,
     by: str = "final loss",
+    scale_from: list[str] | None = None,
 ) -> list[str]:
     """Several runs' loss histories on one plot: label → (steps, losses).
 
@@ -179,6 +209,10 @@ def loss_overlay(
     ``order`` (default: the lowest final losses first; ``by`` names the ranking) are
     drawn in colour, numbered by rank, on top of the others in light grey, which share
     one legend entry. Returns the legend's labels.
+
+    The y-axis (its range, and whether it is logarithmic) fits the curves labelled in
+    ``scale_from`` (default: all): a sweep's finished jobs, so that a diverged job's
+    curve leaves the plot at the top instead of flattening every other curve.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -203,7 +237,14 @@ def loss_overlay(
         steps, losses = curves[label]
         text = f"{i + 1}. {label}" if numbered else label
         ax.plot(steps, losses, lw=1.5, color=color, label=text, zorder=3 + len(best) - i)
-    if n and wants_log_axis(*(c[1] for c in curves.values())):
+    basis = [curves[k][1] for k in (scale_from or ()) if k in curves]
+    basis = basis or [c[1] for c in curves.values()]
+    log = bool(n) and wants_log_axis(*basis)
+    limits = loss_limits(basis, log) if n else None
+    if limits is not None and (len(basis) < n or max(map(abs, limits)) >= AXIS_LIMIT / 1e10):
+        # (before the scale, which autoscales at once unless limits are set)
+        ax.set_ylim(*limits)  # else matplotlib's own: the same when they do not overflow
+    if log:
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

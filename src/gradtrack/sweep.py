@@ -702,6 +702,7 @@ def write_summary(
             "sweep: loss per job",
             order=[labels[id(r)] for r in ranking.ranked],
             by=metric,
+            scale_from=[labels[id(r)] for r in rows if r.status == "FINISHED"],
         )
         client.log_artifacts(parent_run_id, str(d))
     tags = [
