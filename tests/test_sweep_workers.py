@@ -4,7 +4,9 @@ warmed workers included, are tested in test_sweeps.py."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import time
 
 import pytest
 from joblib.externals.loky.backend.reduction import dumps as loky_dumps
@@ -86,3 +88,48 @@ def test_the_launchers_jobs_carry_one_shared_argument_per_launch(monkeypatch):
     assert later[1][2] is not shared[0]
     # anything else the launcher might delay is left as it is
     assert _core.delayed(len)("abc")[0] is len
+
+
+# -- work handed to an idle worker (a joblib sweep's summary overlay) -------------------
+
+
+@pytest.fixture
+def one_worker():
+    """A real reusable loky executor with one worker, as a joblib sweep leaves it."""
+    from joblib.externals.loky import get_reusable_executor
+
+    executor = get_reusable_executor(max_workers=1)
+    executor.submit(os.getpid).result(timeout=120)  # started
+    yield executor
+    executor.shutdown(wait=True, kill_workers=True)
+
+
+def _fails_in_a_worker(main_pid: int) -> int:
+    if os.getpid() != main_pid:
+        raise RuntimeError("a worker's failure")
+    return os.getpid()
+
+
+def _slow_in_a_worker(main_pid: int) -> int:
+    if os.getpid() != main_pid:
+        time.sleep(30)
+    return os.getpid()
+
+
+def test_work_runs_in_an_idle_worker_when_there_is_one(one_worker):
+    from gradtrack.sweep_workers import call_in_a_worker, worker_pids
+
+    pid = call_in_a_worker(os.getpid)
+    assert pid != os.getpid() and pid in worker_pids()
+
+
+def test_work_runs_here_without_workers_or_when_a_worker_fails_or_hangs(one_worker):
+    from gradtrack.sweep_workers import call_in_a_worker
+
+    here = os.getpid()
+    assert call_in_a_worker(_fails_in_a_worker, here) == here
+    started = time.monotonic()
+    assert call_in_a_worker(_slow_in_a_worker, here, timeout=0.5) == here
+    assert time.monotonic() - started < 10
+    one_worker.shutdown(wait=True, kill_workers=True)
+    assert call_in_a_worker(os.getpid) == here  # the pool is gone

@@ -382,7 +382,11 @@ _WARMED = """
 import atexit, json, os, runpy, sys
 from gradtrack import sweep_workers
 out = sys.argv[1]
-dump = lambda: json.dumps({"main": os.getpid(), "workers": sweep_workers.warmed})
+dump = lambda: json.dumps({
+    "main": os.getpid(),
+    "workers": sweep_workers.warmed,
+    "main_imported_matplotlib": "matplotlib" in sys.modules,
+})
 atexit.register(lambda: open(out, "w").write(dump()))
 sys.argv = ["gradtrack", *sys.argv[2:]]
 runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
@@ -421,8 +425,14 @@ def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(proje
     assert all(w["frozen_objects"] > 100_000 for w in warmed)
     expected_threads = os.environ.get("OMP_NUM_THREADS", str(max(cpu_count() // 2, 1)))
     assert all(w["OMP_NUM_THREADS"] == expected_threads for w in warmed)
-    _, children = _check_landed(project, 4, 20)
+    parent, children = _check_landed(project, 4, 20)
     assert {int(c.data.tags["owner_pid"]) for c in children} <= {w["pid"] for w in warmed}
+    # The summary's loss overlay was drawn by an idle worker, which had matplotlib loaded:
+    # the main process never imported it.
+    assert seen["main_imported_matplotlib"] is False
+    assert "loss_curves.png" in {
+        a.path for a in _client(project).list_artifacts(parent.info.run_id)
+    }
     for c in children:  # the same artifacts and model as a job in a cold worker
         names = {a.path for a in _client(project).list_artifacts(c.info.run_id)}
         assert {"loss_curve.png", "coefficients.png", "history.npz"} <= names

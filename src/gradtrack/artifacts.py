@@ -7,7 +7,9 @@ pixels as matplotlib's savefig) is plot_render.py.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -194,9 +196,17 @@ def loss_limits(series, log: bool) -> tuple[float, float] | None:
     return max(lo - pad, -AXIS_LIMIT), min(hi + pad, AXIS_LIMIT)
 
 
+def loss_overlay_png(curves: dict[str, tuple], title: str, **options) -> tuple[bytes, list[str]]:
+    """``loss_overlay``'s PNG as bytes, and its legend's labels: for drawing it in
+    another process (sweep_workers.call_in_a_worker)."""
+    out = io.BytesIO()
+    labels = loss_overlay(curves, out, title, **options)
+    return out.getvalue(), labels
+
+
 def loss_overlay(
     curves: dict[str, tuple],
-    path: Path,
+    path: Path | BinaryIO,
     title: str,
     order: list[str] | None = None,
     by: str = "final loss",
@@ -265,5 +275,5 @@ def loss_overlay(
             title_fontsize=7,
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
     return labels

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
 import sys
@@ -314,6 +315,8 @@ class MlflowSweepCallback(Callback):
                 self.sweep_metric,
                 self.swept,
                 maximize=self.maximize,
+                # a sweep stopped by Ctrl-C draws here: its workers were stopped too
+                in_a_worker=not self.interrupted,
             )
             if status == "FAILED" and self.failed_jobs_ok:
                 status = "FINISHED"
@@ -660,15 +663,19 @@ def write_summary(
     metric: str,
     swept: list[str] | None = None,
     maximize: bool = False,
+    in_a_worker: bool = False,
 ) -> str:
     """Log table (Markdown + CSV), overlaid loss curves, best child and failures.
 
-    Returns the parent's final status: FINISHED only if every job finished.
+    ``in_a_worker``: draw the overlay in an idle joblib worker of this process if there
+    is one (sweep_workers.call_in_a_worker). Returns the parent's final status:
+    FINISHED only if every job finished.
     """
     from mlflow.entities import Metric, RunTag
 
     from gradtrack import report
-    from gradtrack.artifacts import loss_overlay
+    from gradtrack.artifacts import loss_overlay_png
+    from gradtrack.sweep_workers import call_in_a_worker
 
     failed = [r for r in rows if r.status != "FINISHED"]
     ranking = rank(rows, metric, maximize)
@@ -696,14 +703,16 @@ def write_summary(
             _markdown(report.markdown_table(header, body), rows, failed, ranking, metric, maximize)
         )
         runs = {labels[id(r)]: r.run_id for r in rows if r.run_id is not None}
-        loss_overlay(
+        draw = functools.partial(
+            loss_overlay_png,
             report.histories(client, runs, STEP_LOSS),
-            d / "loss_curves.png",
             "sweep: loss per job",
             order=[labels[id(r)] for r in ranking.ranked],
             by=metric,
             scale_from=[labels[id(r)] for r in rows if r.status == "FINISHED"],
         )
+        png, _ = call_in_a_worker(draw) if in_a_worker else draw()
+        (d / "loss_curves.png").write_bytes(png)
         client.log_artifacts(parent_run_id, str(d))
     tags = [
         RunTag("failed_jobs", str(len(failed))),

@@ -241,6 +241,37 @@ def worker_pids() -> list[int]:
     return list(getattr(reusable_executor._executor, "_processes", None) or {})
 
 
+# How long the main process waits for a warm worker to answer call_in_a_worker before
+# doing the work itself (drawing a sweep's overlay takes a worker ~0.2 s).
+WORKER_CALL_SECONDS = 30.0
+
+
+def call_in_a_worker(
+    function: Callable, *args: Any, timeout: float = WORKER_CALL_SECONDS, **kwargs: Any
+) -> Any:
+    """``function(*args, **kwargs)`` in an idle worker of this process's joblib sweep when
+    it has live ones, else here. The function and its arguments must pickle.
+
+    A joblib sweep's summary draws its loss overlay after the last job, when the workers
+    have matplotlib loaded and nothing to do, while the main process would import it
+    first (0.3 s at the sweep's end). Whatever goes wrong there (the pool is gone or
+    broken, no answer within ``timeout``, an error) has the work done here instead, so
+    the caller gets the same result, or the same error, either way.
+    """
+    if worker_pids():
+        from joblib.externals.loky import reusable_executor
+
+        future = None
+        try:
+            future = reusable_executor._executor.submit(function, *args, **kwargs)
+            return future.result(timeout=timeout)
+        except Exception as exc:
+            if future is not None:
+                future.cancel()
+            log.debug("a joblib worker could not run %s (%r): running it here", function, exc)
+    return function(*args, **kwargs)
+
+
 def stop_workers(signum: int, seconds: float = WORKERS_STOP_SECONDS) -> bool:
     """On SIGTERM or Ctrl-C in a joblib sweep's main process: let the workers end their
     runs KILLED; True once none of their runs is RUNNING any more, False if ``seconds``
