@@ -133,3 +133,25 @@ def test_work_runs_here_without_workers_or_when_a_worker_fails_or_hangs(one_work
     assert time.monotonic() - started < 10
     one_worker.shutdown(wait=True, kill_workers=True)
     assert call_in_a_worker(os.getpid) == here  # the pool is gone
+
+
+# -- a failed job's exception, sent back from a worker ------------------------------------
+
+
+class _NeedsTwoArguments(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def test_a_failed_jobs_exception_survives_the_trip_back_from_a_worker():
+    """An exception that does not unpickle in the main process breaks joblib's pool."""
+    from gradtrack.cli import _pickles
+    from gradtrack.errors import DivergedError
+
+    sent = DivergedError(25, 24, 1.7e305)
+    back = pickle.loads(pickle.dumps(sent))
+    assert (back.step, back.last_finite_step, back.last_finite_loss) == (25, 24, 1.7e305)
+    assert str(back) == str(sent)
+    assert _pickles(sent) and _pickles(ValueError("x"))
+    # pickles, but cannot be rebuilt: a worker sends a RuntimeError naming it instead
+    assert not _pickles(_NeedsTwoArguments(1, 2))

@@ -196,7 +196,14 @@ def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
 
 
 @pytest.mark.slow
-def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project):
+@pytest.mark.parametrize(
+    "launcher",
+    # joblib: a worker sends the job's DivergedError back to the main process; one that
+    # did not unpickle there broke the pool, leaving a sibling job's run RUNNING.
+    [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+    ids=["basic", "joblib"],
+)
+def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project, launcher):
     res = run_cli(
         [
             "-m",
@@ -205,10 +212,12 @@ def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project):
             "epochs=50",
             "tracking.log_model=false",
             "optimizer.lr=0.01,1e6,0.1",
+            *launcher,
         ],
         project,
     )
     assert res.returncode != 0  # the sweep reports the failure
+    assert "BrokenProcessPool" not in res.stderr
     parents, children = _split(project)
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -121,6 +122,22 @@ def _in_joblib_worker(hc) -> bool:
     return target.endswith(JOBLIB_LAUNCHER) and multiprocessing.parent_process() is not None
 
 
+def _pickles(exc: Exception) -> bool:
+    """Whether ``exc`` survives pickling.
+
+    Hydra's joblib launcher sends a failed job's exception back to the main process.
+    One that cannot be rebuilt there (an exception class whose ``__init__`` takes other
+    arguments than its message) breaks joblib's whole pool: every other worker is
+    killed, their runs stay RUNNING, and the sweep's remaining jobs never run. Such an
+    exception is sent as a RuntimeError naming its type and message instead.
+    """
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
 def _stop_worker(code: int) -> None:
     """A joblib worker whose run a signal ended (KILLED): take no further job, and exit.
 
@@ -191,11 +208,14 @@ def _app(cfg: DictConfig) -> float | None:
             file=sys.stderr,
         )
         sys.exit(2)
-    except GradtrackError as exc:
-        if multirun:  # let Hydra record the failed job and carry on with the others
-            raise
-        print(f"gradtrack: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as exc:
+        if not multirun and isinstance(exc, GradtrackError):
+            print(f"gradtrack: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        # In a sweep Hydra records the failed job and carries on with the others.
+        if multirun and _in_joblib_worker(hc) and not _pickles(exc):
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+        raise
     print_trace(result, obj.backend.dtype)
     print_summary(result, obj)
     return result.metrics.get(obj.sweep_metric)

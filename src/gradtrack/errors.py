@@ -30,3 +30,8 @@ class DivergedError(GradtrackError):
             "Lower optimizer.lr, set optimizer.clip_norm, or standardize the features "
             "(dataset.standardize=true)."
         )
+
+    def __reduce__(self):
+        # Pickled with its own arguments: a joblib worker sends a failed job's exception
+        # back to the main process, which must be able to rebuild it.
+        return type(self), (self.step, self.last_finite_step, self.last_finite_loss)
