@@ -196,6 +196,40 @@ def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
 
 
 @pytest.mark.slow
+def test_rerunning_a_sweep_with_a_failed_job_counts_each_job_once(project):
+    """The rerun reuses the finished jobs and tries the failed one again: the summary
+    has one row per job (the failed job's latest try), and the parent's counts are this
+    invocation's."""
+    import csv
+
+    args = ["-m", "+experiment=fit_linear_1d", "backend=numpy", "epochs=30"]
+    args += ["tracking.log_model=false", "optimizer.lr=0.01,1e6,0.1"]
+    first = run_cli(args, project)
+    second = run_cli(args, project)
+    assert first.returncode != 0 and second.returncode != 0
+    assert "3 jobs reused" not in second.stdout  # the failed one was tried again
+    assert "2 jobs reused, 0 run, 1 failed, 0 not run" in second.stdout
+    assert "gradtrack sweep: 2/3 jobs finished, 1 failed: lr=1000000.0 [FAILED];" in (second.stderr)
+    parents, children = _split(project)
+    assert len(parents) == 1 and len(children) == 4  # the failed job ran twice
+    parent = parents[0]
+    path = _client(project).download_artifacts(parent.info.run_id, "sweep_summary.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    [failed] = [r for r in rows if r["status"] == "FAILED"]
+    latest = max(
+        (c for c in children if c.info.status == "FAILED"), key=lambda c: c.info.start_time
+    )
+    assert failed["run_id"] == latest.info.run_id
+    assert parent.data.tags["failed_jobs"] == "1"
+    # this invocation's counts, though the first one logged more at the same step
+    assert parent.data.metrics["sweep/run_jobs"] == 0.0
+    assert parent.data.metrics["sweep/reused_jobs"] == 2.0
+    assert parent.data.metrics["sweep/finished_jobs"] == 2.0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "launcher",
     # joblib: a worker sends the job's DivergedError back to the main process; one that

@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,7 +383,7 @@ class MlflowSweepCallback(Callback):
         tags = resume.count_tags(counts)
         client.log_batch(
             self.parent_run_id,
-            metrics=[Metric(f"sweep/{k}_jobs", float(v), 0, 0) for k, v in counts.items()],
+            metrics=[Metric(f"sweep/{k}_jobs", float(v), now_ms(), 0) for k, v in counts.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
             synchronous=True,
         )
@@ -476,9 +477,15 @@ def collect_children(
         max_results=50_000,
     )
     by_overrides: dict[str, list[Any]] = {}
-    # FINISHED first: a job's FINISHED child answers for it; the FAILED or
-    # KILLED tries it replaces (an interrupted invocation) are left out of the rows.
-    for r in sorted(runs, key=lambda r: (r.info.status != "FINISHED", r.info.start_time or 0)):
+
+    def answer_first(r: Any) -> tuple:
+        # A job's (earliest) FINISHED child answers for it, else its latest try; the
+        # FAILED or KILLED tries that answer replaces (an earlier invocation of the
+        # sweep) are left out of the rows, so that a rerun counts each job once.
+        start = r.info.start_time or 0
+        return (0, start) if r.info.status == "FINISHED" else (1, -start)
+
+    for r in sorted(runs, key=answer_first):
         by_overrides.setdefault(r.data.tags.get("overrides", ""), []).append(r)
     rows: list[ChildRow] = []
     for job in jobs:
@@ -487,8 +494,7 @@ def collect_children(
             rows.append(ChildRow(job, None, "NO_RUN", error="the job failed before creating a run"))
             continue
         rows.append(_row(found.pop(0)))
-        if rows[-1].status == "FINISHED":
-            found[:] = [r for r in found if r.info.status == "FINISHED"]
+        found[:] = [r for r in found if r.info.status == "FINISHED"]
     rows.extend(_row(r) for rest in by_overrides.values() for r in rest)
     return rows
 
@@ -722,12 +728,13 @@ def write_summary(
         listing = "; ".join(f"{r.overrides} [{r.status}]" for r in failed)
         tags.append(RunTag("failed_overrides", listing[:5000]))
     # Counts as metrics too: the parent's Overview lists metrics, not its tags.
-    metrics = [Metric("sweep/finished_jobs", float(len(rows) - len(failed)), 0, 0)]
+    now = now_ms()
+    metrics = [Metric("sweep/finished_jobs", float(len(rows) - len(failed)), now, 0)]
     checked = [r for r in rows if "baseline/pass" in r.metrics]
     if checked:
         passed = sum(r.metrics["baseline/pass"] == 1.0 for r in checked)
         tags.append(RunTag("baseline_passed_jobs", f"{passed} of {len(checked)}"))
-        metrics.append(Metric("sweep/baseline_passed_jobs", float(passed), 0, 0))
+        metrics.append(Metric("sweep/baseline_passed_jobs", float(passed), now, 0))
     if best is not None:
         tags += [
             RunTag("best_run_id", best.run_id),
@@ -735,12 +742,19 @@ def write_summary(
             RunTag("best_tied_jobs", str(len(ranking.tied))),
             RunTag("best_choice", best_sentence(ranking, metric, swept)[:5000]),
         ]
-        metrics.append(Metric(f"best/{metric}", best.metrics[metric], 0, 0))
+        metrics.append(Metric(f"best/{metric}", best.metrics[metric], now, 0))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags, synchronous=True)
     print(summary_line(rows, ranking, metric, swept), file=sys.stderr if failed else sys.stdout)
     if any(r.status == "KILLED" for r in rows):
         return "KILLED"
     return "FAILED" if failed else "FINISHED"
+
+
+def now_ms() -> int:
+    """The timestamp of the parent's summary metrics. Each invocation of a sweep logs
+    them again at step 0, and MLflow shows, of the values at one step, the newest (the
+    largest, among equal timestamps): with timestamp 0, a rerun's counts never showed."""
+    return int(time.time() * 1000)
 
 
 def _first_line(text: str) -> str:
