@@ -250,8 +250,12 @@ def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project, launcher
         ],
         project,
     )
-    assert res.returncode != 0  # the sweep reports the failure
+    assert res.returncode == 1  # the sweep reports the failure
     assert "BrokenProcessPool" not in res.stderr
+    # Hydra names the failed job, gradtrack says what went wrong: no traceback
+    assert "Error executing job with overrides: [" in res.stderr
+    assert "gradtrack: error: training diverged: the loss became non-finite" in res.stderr
+    assert "Traceback" not in res.stderr
     parents, children = _split(project)
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]

@@ -272,7 +272,10 @@ def main() -> float | None:
     except Exception as exc:
         message = explain(exc)
         if message is None:
-            if isinstance(exc, CompactHydraException):  # e.g. a search whose trials all failed
+            # A search whose trials all failed; or a sweep job's own error (a single run
+            # reports those in _app), which Hydra raises after naming the job: the job's
+            # run and the sweep's summary hold the rest, a traceback would only bury it.
+            if isinstance(exc, CompactHydraException | GradtrackError):
                 print(f"gradtrack: error: {exc}", file=sys.stderr)
                 sys.exit(1)
             raise
