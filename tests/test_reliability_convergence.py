@@ -46,6 +46,16 @@ def test_slow_descent_reports_gradient_norm_and_suggests_more_steps():
     assert "epochs=1000" in v.fix and "standardize" not in v.fix
 
 
+def test_a_diverging_runs_ratios_read_as_times_not_as_huge_percentages():
+    losses = 618.0 * 10.0 ** (12.0 * np.arange(21))  # lr=1e6 for 20 epochs: 1e242
+    norms = 10.0 ** (6.0 * np.arange(21))
+    v = assess(losses, norms, loss_gap=1.6e242, baseline_loss=24.02, lr=1e6)
+    text = "; ".join(v.reasons)
+    assert "gradient norm is still 1e+120 (1e+108 times its start)" in text  # of epoch 2
+    assert "loss is 6.66e+240 times scikit-learn's optimum (1.6e+242 vs 24.02)" in text
+    assert "%" not in text and len(text) < 300
+
+
 def test_baseline_gap_alone_is_not_converged():
     losses = 2.0 + 0.5 ** np.arange(50)
     norms = 0.5 ** np.arange(50)

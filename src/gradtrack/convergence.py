@@ -117,17 +117,25 @@ def assess(
     elif norms.size:
         g0, g = float(np.max(norms[: max(1, min(n, 3))])), float(norms[-1])
         if g > GRAD_ATOL and g > GRAD_RTOL * g0:
-            reasons.append(f"the gradient norm is still {g:.3g} ({g / g0:.2%} of its start)")
+            reasons.append(f"the gradient norm is still {g:.3g} ({_share(g / g0)} its start)")
     if loss_gap is not None and baseline_loss is not None:
         scale = max(abs(baseline_loss), 1e-12)
         if loss_gap > GAP_RTOL * scale:
+            above = loss_gap / scale
             reasons.append(
-                f"the fitted model's loss is {loss_gap / scale:.2%} above scikit-learn's "
-                f"optimum ({baseline_loss + loss_gap:.6g} vs {baseline_loss:.6g})"
+                "the fitted model's loss is "
+                + (f"{above:.2%} above" if above < 10 else f"{above + 1:.3g} times")
+                + f" scikit-learn's optimum ({baseline_loss + loss_gap:.6g} vs "
+                + f"{baseline_loss:.6g})"
             )
     if not reasons:
         return Verdict(True)
     return Verdict(False, reasons, _fix(unstable, standardized, lr, epochs))
+
+
+def _share(ratio: float) -> str:
+    """``12.50% of`` or, for a diverging run's ratios (1e113), ``1.31e+113 times``."""
+    return f"{ratio:.2%} of" if ratio < 10 else f"{ratio:.3g} times"
 
 
 def _fix(unstable: bool, standardized: bool | None, lr: float | None, epochs: int | None) -> str:
