@@ -98,6 +98,7 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
     from hydra.core.global_hydra import GlobalHydra
 
     from gradtrack.config import project_root, resolve_path, validate
+    from gradtrack.hydra_errors import explain
     from gradtrack.sweep_compose import ComposeMemo
 
     loader = GlobalHydra.instance().config_loader()
@@ -109,7 +110,8 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
         if memo.hits_per_job == 1:  # the launcher composes again in its workers
             memo.share()
         compose = memo.keep
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}  # message -> the jobs it is about
+    problem = problems.setdefault
     typed: list[Any] = []
     for i, job in enumerate(jobs):
         label = f"job #{i} ({' '.join(job)})"
@@ -121,24 +123,36 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
             obj = OmegaConf.to_object(cfg)
             validate(obj)
         except Exception as exc:  # Hydra/OmegaConf raise many types; the text says what
-            problems.append(f"{label}: {_first_lines(exc)}")
+            # gradtrack's own message, as a single run gets it, where there is one
+            problem(explain(exc) or _first_lines(exc), []).append(label)
             continue
         path = resolve_path(project_root(obj), obj.dataset.path)
         if path is not None and not path.exists():
-            problems.append(
-                f"{label}: dataset.path: {path} does not exist. Run `gradtrack-data "
-                "fetch` and `gradtrack-data prepare`, or fix dataset.path."
-            )
+            problem(
+                f"dataset.path: {path} does not exist. Run `gradtrack-data fetch` and "
+                "`gradtrack-data prepare`, or fix dataset.path.",
+                [],
+            ).append(label)
             continue
         typed.append(obj)
     if problems:
+        bad = sum(len(labels) for labels in problems.values())
         raise SweepConfigError(
-            f"sweep not started: {len(problems)} of {len(jobs)} jobs have an invalid "
+            f"sweep not started: {bad} of {len(jobs)} jobs have an invalid "
             "config (no job ran, no MLflow run was created):\n  - "
-            + "\n  - ".join(problems)
+            + "\n  - ".join(_jobs_with(labels) + f": {msg}" for msg, labels in problems.items())
             + "\nFix the sweep value(s) named above and rerun."
         )
     return typed
+
+
+def _jobs_with(labels: list[str], named: int = 3) -> str:
+    """``job #0 (...)``, or for several jobs with the same problem, their count and the
+    first few: one line per problem, however many jobs share it."""
+    if len(labels) == 1:
+        return labels[0]
+    more = f"; and {len(labels) - named} more" if len(labels) > named else ""
+    return f"{len(labels)} jobs ({'; '.join(labels[:named])}{more})"
 
 
 def _first_lines(exc: BaseException, n: int = 12) -> str:
