@@ -216,7 +216,8 @@ def _app(cfg: DictConfig) -> float | None:
         if multirun and _in_joblib_worker(hc) and not _pickles(exc):
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         raise
-    print_trace(result, obj.backend.dtype)
+    if not multirun:  # a sweep's jobs would print 200 lines each: their summary says it
+        print_trace(result, obj.backend.dtype)
     print_summary(result, obj)
     return result.metrics.get(obj.sweep_metric)
 
