@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,7 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
         if memo.hits_per_job == 1:  # the launcher composes again in its workers
             memo.share()
         compose = memo.keep
-    problems: dict[str, list[str]] = {}  # message -> the jobs it is about
-    problem = problems.setdefault
+    problems: defaultdict[str, list[str]] = defaultdict(list)  # message -> its jobs
     typed: list[Any] = []
     for i, job in enumerate(jobs):
         label = f"job #{i} ({' '.join(job)})"
@@ -124,15 +124,14 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
             validate(obj)
         except Exception as exc:  # Hydra/OmegaConf raise many types; the text says what
             # gradtrack's own message, as a single run gets it, where there is one
-            problem(explain(exc) or _first_lines(exc), []).append(label)
+            problems[explain(exc) or _first_lines(exc)].append(label)
             continue
         path = resolve_path(project_root(obj), obj.dataset.path)
         if path is not None and not path.exists():
-            problem(
+            problems[
                 f"dataset.path: {path} does not exist. Run `gradtrack-data fetch` and "
-                "`gradtrack-data prepare`, or fix dataset.path.",
-                [],
-            ).append(label)
+                "`gradtrack-data prepare`, or fix dataset.path."
+            ].append(label)
             continue
         typed.append(obj)
     if problems:
@@ -146,13 +145,19 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
     return typed
 
 
-def _jobs_with(labels: list[str], named: int = 3) -> str:
+def _jobs_with(labels: list[str]) -> str:
     """``job #0 (...)``, or for several jobs with the same problem, their count and the
-    first few: one line per problem, however many jobs share it."""
+    first three: one line per problem, however many jobs share it."""
     if len(labels) == 1:
         return labels[0]
-    more = f"; and {len(labels) - named} more" if len(labels) > named else ""
-    return f"{len(labels)} jobs ({'; '.join(labels[:named])}{more})"
+    return f"{len(labels)} jobs ({first_few(labels, 3)})"
+
+
+def first_few(names: list[str], n: int, rest_where: str = "") -> str:
+    """The first ``n`` names, then how many more there are (and where they are)."""
+    more = len(names) - n
+    tail = f"; and {more} more{', ' + rest_where if rest_where else ''}" if more > 0 else ""
+    return "; ".join(names[:n]) + tail
 
 
 def _first_lines(exc: BaseException, n: int = 12) -> str:
@@ -639,12 +644,12 @@ NAMED_AT_MOST = 5
 def some_jobs(rows: list[ChildRow], swept: list[str] | None, status: bool = False) -> str:
     """The first NAMED_AT_MOST of ``rows`` by label (and status), and how many more
     there are."""
-    named = "; ".join(
+    labels = [
         job_label(r.overrides, swept) + (f" [{r.status}]" if status else "")
         for r in rows[:NAMED_AT_MOST]
-    )
-    more = len(rows) - NAMED_AT_MOST
-    return named + (f"; and {more} more, listed in sweep_summary.md" if more > 0 else "")
+    ]
+    labels += [""] * (len(rows) - len(labels))  # counted, not named
+    return first_few(labels, NAMED_AT_MOST, rest_where="listed in sweep_summary.md")
 
 
 def best_sentence(ranking: Ranking, metric: str, swept: list[str] | None = None) -> str:
