@@ -215,18 +215,38 @@ def test_the_last_line_of_a_sweep_names_a_few_tied_and_failed_jobs_at_any_size()
         return summary_line(rows, rank(rows, "final_loss"), "final_loss", ["optimizer.lr"])
 
     small, big = line(64), line(640)
-    assert small.startswith("gradtrack sweep: 64/97 jobs finished, 33 failed: lr=64 [FAILED]; ")
-    assert "; and 28 more, listed in sweep_summary.md" in small  # failed jobs
+    assert small.startswith("gradtrack sweep: 64/97 jobs finished, 32 failed (lr=64; lr=65; ")
+    assert "; and 27 more, listed in sweep_summary.md), 1 stopped (lr=640);" in small
     assert (
         "tied within relative 1e-09 with 63 other job(s) (lr=1; lr=2; lr=3; lr=4; lr=5; " in small
     )
     assert "and 58 more, listed in sweep_summary.md): chosen as the earliest job" in small
     # the best job is named in full: its overrides reproduce it
     assert "best final_loss=1 (+experiment=e paths.root=/p optimizer.lr=0, run r0)" in small
-    assert big.count("lr=") == small.count("lr=") == 2 * NAMED_AT_MOST + 1
+    # five failed, the stopped one, five tied and the best
+    assert big.count("lr=") == small.count("lr=") == 2 * NAMED_AT_MOST + 2
     assert len(big) - len(small) < 40  # only the counts grew
     # a few are all named
     assert line(2).endswith("(lr=1): chosen as the earliest job")
+
+
+def test_the_last_line_tells_failed_stopped_and_never_run_jobs_apart():
+    """After Ctrl-C, the jobs it stopped and those it kept from starting are not failures."""
+    from gradtrack.sweep import ChildRow, rank, summary_line
+    from gradtrack.tracking.reuse import sweep_counts
+
+    statuses = ["FINISHED", "KILLED", "KILLED", "NO_RUN", "FAILED", "RUNNING", "NO_RUN"]
+    rows = [
+        ChildRow(f"optimizer.lr={i}", None if s == "NO_RUN" else f"r{i}", s, {})
+        for i, s in enumerate(statuses)
+    ]
+    line = summary_line(rows, rank(rows, "final_loss"), "final_loss", ["optimizer.lr"])
+    assert line == (
+        "gradtrack sweep: 1/7 jobs finished, 1 failed (lr=4), 2 stopped (lr=1; lr=2), "
+        "1 still running (lr=5), 2 not run (lr=3; lr=6)"
+    )
+    counts = sweep_counts(rows, invocation=None)
+    assert counts == {"reused": 0, "run": 1, "failed": 2, "stopped": 2, "not_run": 2}
 
 
 # -- a real run, through the CLI -------------------------------------------------------

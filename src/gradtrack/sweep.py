@@ -35,11 +35,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradtrack.errors import ConfigError
-from gradtrack.tracking.naming import ENV_SWEPT, STEP_LOSS
+from gradtrack.tracking.naming import ENV_OVERRIDES, ENV_SWEPT, STEP_LOSS, job_label
 
 ENV_PARENT = "GRADTRACK_PARENT_RUN_ID"
 ENV_SWEEP = "GRADTRACK_SWEEP_ID"
-ENV_OVERRIDES = "GRADTRACK_JOB_OVERRIDES"
 # Sweep-metric values this close (relative) are a tie, not a ranking.
 TIE_RTOL = 1e-9
 TIE_BREAK = "earliest job"
@@ -406,9 +405,10 @@ class MlflowSweepCallback(Callback):
             tags=[RunTag(k, v) for k, v in tags.items()],
             synchronous=True,
         )
+        stopped = f", {counts['stopped']} stopped" if counts["stopped"] else ""
         print(
             f"gradtrack sweep: {counts['reused']} jobs reused, {counts['run']} run, "
-            f"{counts['failed']} failed, {counts['not_run']} not run"
+            f"{counts['failed']} failed{stopped}, {counts['not_run']} not run"
         )
 
 
@@ -510,7 +510,14 @@ def collect_children(
     for job in jobs:
         found = by_overrides.get(job)
         if not found:
-            rows.append(ChildRow(job, None, "NO_RUN", error="the job failed before creating a run"))
+            rows.append(
+                ChildRow(
+                    job,
+                    None,
+                    "NO_RUN",
+                    error="no run: the job did not start, or failed before creating its run",
+                )
+            )
             continue
         rows.append(_row(found.pop(0)))
         found[:] = [r for r in found if r.info.status == "FINISHED"]
@@ -641,13 +648,18 @@ def register_champion(
 NAMED_AT_MOST = 5
 
 
-def some_jobs(rows: list[ChildRow], swept: list[str] | None, status: bool = False) -> str:
-    """The first NAMED_AT_MOST of ``rows`` by label (and status), and how many more
-    there are."""
-    labels = [
-        job_label(r.overrides, swept) + (f" [{r.status}]" if status else "")
-        for r in rows[:NAMED_AT_MOST]
-    ]
+# How the last line groups the jobs that did not finish, by their child's status.
+UNFINISHED = {
+    "FAILED": "failed",
+    "KILLED": "stopped",  # Ctrl-C or SIGTERM
+    "RUNNING": "still running",  # a process that ended without ending its run
+    "NO_RUN": "not run",  # never started, or failed before creating its run
+}
+
+
+def some_jobs(rows: list[ChildRow], swept: list[str] | None) -> str:
+    """The first NAMED_AT_MOST of ``rows`` by label, and how many more there are."""
+    labels = [job_label(r.overrides, swept) for r in rows[:NAMED_AT_MOST]]
     labels += [""] * (len(rows) - len(labels))  # counted, not named
     return first_few(labels, NAMED_AT_MOST, rest_where="listed in sweep_summary.md")
 
@@ -671,11 +683,14 @@ def best_sentence(ranking: Ranking, metric: str, swept: list[str] | None = None)
 def summary_line(
     rows: list[ChildRow], ranking: Ranking, metric: str, swept: list[str] | None = None
 ) -> str:
-    """The sweep's last console line: jobs finished, which failed, the best job."""
-    failed = [r for r in rows if r.status != "FINISHED"]
-    line = f"gradtrack sweep: {len(rows) - len(failed)}/{len(rows)} jobs finished"
-    if failed:
-        line += f", {len(failed)} failed: {some_jobs(failed, swept, status=True)}"
+    """The sweep's last console line: jobs finished, which did not and why, the best
+    job."""
+    finished = sum(r.status == "FINISHED" for r in rows)
+    line = f"gradtrack sweep: {finished}/{len(rows)} jobs finished"
+    for status, word in UNFINISHED.items():
+        some = [r for r in rows if r.status == status]
+        if some:
+            line += f", {len(some)} {word} ({some_jobs(some, swept)})"
     if ranking.best is not None:
         line += "; " + best_sentence(ranking, metric, swept)
     return line
@@ -803,17 +818,6 @@ def _markdown(table: str, rows, failed, ranking: Ranking, metric, maximize=False
         lines += ["", "## Failed jobs", ""]
         lines += [f"- `{r.overrides}`: {r.status} {_first_line(r.error)}" for r in failed]
     return "\n".join(lines) + "\n"
-
-
-def job_label(overrides: str, swept: list[str] | None) -> str:
-    """A short legend label: the job's swept values (``lr=0.1 · torch``)."""
-    from gradtrack.tracking.naming import distinguishing, override_key, short_override
-
-    parts = overrides.split()
-    if swept is not None:
-        parts = [o for o in parts if override_key(o) in swept]
-        return " · ".join(short_override(o) for o in parts) or "(single job)"
-    return " · ".join(short_override(o) for o in distinguishing(parts)) or overrides
 
 
 def job_labels(rows: list[ChildRow], swept: list[str] | None) -> dict[int, str]:

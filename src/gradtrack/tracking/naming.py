@@ -13,6 +13,7 @@ import getpass
 import os
 import shlex
 import subprocess
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ STEP_GRAD_NORM = f"{STEP_SECTION}/grad_norm"
 STEP_X = f"{STEP_SECTION}/x"  # scalar problems: the iterate after each step
 
 ENV_SWEPT = "GRADTRACK_SWEPT_KEYS"  # comma-separated override keys a sweep varies
+ENV_OVERRIDES = "GRADTRACK_JOB_OVERRIDES"  # the overrides of a sweep's current job
 SEP = " · "
 MAX_NAME = 120
 ENTRY_POINT = "gradtrack"
@@ -71,6 +73,22 @@ def swept_keys() -> set[str] | None:
     """Keys the current sweep varies (from the environment), or None outside a sweep."""
     raw = os.environ.get(ENV_SWEPT)
     return None if raw is None else {k for k in raw.split(",") if k}
+
+
+def job_label(overrides: str, swept: Collection[str] | None) -> str:
+    """A sweep job's short label: its swept values (``lr=0.1 · torch``)."""
+    parts = overrides.split()
+    if swept is not None:
+        parts = [o for o in parts if override_key(o) in swept]
+        return " · ".join(short_override(o) for o in parts) or "(single job)"
+    return " · ".join(short_override(o) for o in distinguishing(parts)) or overrides
+
+
+def current_job() -> str:
+    """The label of the sweep job running in this process, or "" outside a sweep: what
+    its console lines are prefixed with, since a joblib sweep's jobs print at once."""
+    overrides = os.environ.get(ENV_OVERRIDES)
+    return job_label(overrides, swept_keys()) if overrides else ""
 
 
 def _head(cfg: Any) -> str:

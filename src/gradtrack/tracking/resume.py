@@ -26,6 +26,7 @@ COUNT_TAGS = {
     "reused": "sweep_jobs_reused",
     "run": "sweep_jobs_run",
     "failed": "sweep_jobs_failed",
+    "stopped": "sweep_jobs_stopped",
     "not_run": "sweep_jobs_not_run",
 }
 

@@ -266,15 +266,18 @@ def result_of(d: Decision):
 
 
 def sweep_counts(rows: list[Any], invocation: str | None) -> dict[str, int]:
-    """reused / run / failed / not_run jobs of this invocation of a sweep.
+    """reused / run / failed / stopped / not_run jobs of this invocation of a sweep.
 
     A FINISHED row counts as run when this invocation created it by training, as
-    reused when it is a reference child or was finished by an earlier invocation.
+    reused when it is a reference child or was finished by an earlier invocation. A
+    KILLED one (Ctrl-C, SIGTERM) was stopped, not failed.
     """
-    counts = {"reused": 0, "run": 0, "failed": 0, "not_run": 0}
+    counts = {"reused": 0, "run": 0, "failed": 0, "stopped": 0, "not_run": 0}
     for r in rows:
         if r.status == "NO_RUN":  # interrupted before it started (or failed before a run)
             counts["not_run"] += 1
+        elif r.status == "KILLED":
+            counts["stopped"] += 1
         elif r.status != "FINISHED":
             counts["failed"] += 1
         elif r.reused or (invocation and r.invocation != invocation):
