@@ -130,3 +130,19 @@ def test_reliability_fit_experiments_converge_on_every_backend(project, backend,
     )
     assert out.returncode == 0, out.stderr
     assert "converge" not in out.stderr, out.stderr
+
+
+def test_a_sweep_job_names_itself_in_its_convergence_warning(monkeypatch):
+    """A joblib sweep's jobs print at once: each warning says which job it is about."""
+    from gradtrack.convergence import Verdict
+    from gradtrack.tracking import naming
+
+    monkeypatch.setenv(naming.ENV_OVERRIDES, "+experiment=e backend=numpy optimizer.lr=0.1")
+    monkeypatch.setenv(naming.ENV_SWEPT, "optimizer.lr")
+    assert naming.current_job() == "lr=0.1"
+    v = Verdict(False, ["the loss still falls"], "train longer")
+    assert v.message(job=naming.current_job()).startswith(
+        "gradtrack: warning: job lr=0.1 did not converge: the loss still falls"
+    )
+    monkeypatch.delenv(naming.ENV_OVERRIDES)
+    assert naming.current_job() == ""

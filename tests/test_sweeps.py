@@ -219,7 +219,8 @@ def test_rerunning_a_sweep_with_a_failed_job_counts_each_job_once(project):
     assert first.returncode != 0 and second.returncode != 0
     assert "3 jobs reused" not in second.stdout  # the failed one was tried again
     assert "2 jobs reused, 0 run, 1 failed, 0 not run" in second.stdout
-    assert "gradtrack sweep: 2/3 jobs finished, 1 failed: lr=1000000.0 [FAILED];" in (second.stderr)
+    assert "(experiment 'gradtrack', job lr=0.1)" in first.stdout  # its MLflow run line
+    assert "gradtrack sweep: 2/3 jobs finished, 1 failed (lr=1000000.0);" in second.stderr
     parents, children = _split(project)
     assert len(parents) == 1 and len(children) == 4  # the failed job ran twice
     parent = parents[0]
@@ -346,7 +347,7 @@ def test_a_stopped_joblib_sweep_ends_its_workers_runs_killed(project, how):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gradtrack", "-m", "hydra/launcher=joblib"]
         + ["hydra.launcher.n_jobs=2", "model=quadratic", "epochs=100000000"]
-        + ["optimizer.lr=0.0001,0.0002"],
+        + ["optimizer.lr=0.0001,0.0002,0.0003"],  # the third one waits for a worker
         cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -385,6 +386,12 @@ def test_a_stopped_joblib_sweep_ends_its_workers_runs_killed(project, how):
         time.sleep(0.2)
     assert [c.info.status for c in children] == ["KILLED", "KILLED"], err[-3000:]
     assert [p.info.status for p in _split(project)[0]] == ["KILLED"]
+    # the pool's semaphores were unlinked before the exit (sweep_workers.release_pool)
+    assert "leaked semaphore" not in err, err[-3000:]
+    if how == "ctrl-c-to-the-group":  # the partial summary: stopped, not failed
+        assert (
+            "0/3 jobs finished, 2 stopped (lr=0.0001; lr=0.0002), 1 not run (lr=0.0003)" in err
+        ), err[-3000:]
 
 
 def _running(pid: int) -> bool:

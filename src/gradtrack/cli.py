@@ -78,6 +78,8 @@ def print_trace(result, dtype: str) -> None:
 
 
 def print_summary(result, cfg) -> None:
+    """The run's results, then its MLflow run. In a sweep the run line names the job,
+    and the whole block goes out in one write: a joblib sweep's jobs print at once."""
     keys = [
         k
         for k in (
@@ -92,13 +94,19 @@ def print_summary(result, cfg) -> None:
         )
         if k in result.metrics
     ]
-    for k in keys:
-        print(f"{k:>28}: {result.metrics[k]:.10g}")
+    lines = [f"{k:>28}: {result.metrics[k]:.10g}" for k in keys]
     if result.coef_ is not None:
-        print(f"{'coef_':>28}: {np.array2string(result.coef_, precision=6)}")
-        print(f"{'intercept_':>28}: {result.intercept_:.6f}")
+        lines.append(f"{'coef_':>28}: {np.array2string(result.coef_, precision=6)}")
+        lines.append(f"{'intercept_':>28}: {result.intercept_:.6f}")
     if result.run_id:
-        print(f"MLflow run {result.run_id} (experiment '{cfg.tracking.experiment}')")
+        from gradtrack.tracking import naming
+
+        job = naming.current_job()
+        lines.append(
+            f"MLflow run {result.run_id} (experiment '{cfg.tracking.experiment}'"
+            + (f", job {job})" if job else ")")
+        )
+    print("\n".join(lines), flush=True)
 
 
 def _exit_now(code: int) -> None:
@@ -269,6 +277,9 @@ def main() -> float | None:
         sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
         _finish_sweep(sigterm)  # a sweep's parent ends KILLED too
+        from gradtrack.sweep_workers import release_pool
+
+        release_pool()
         _exit_now(143 if sigterm else 130)
     except Exception as exc:
         message = explain(exc)

@@ -42,19 +42,21 @@ class Verdict:
             tags["convergence_fix"] = self.fix
         return tags
 
-    def message(self, expected: bool = True, name: str = "") -> str | None:
-        """One line for stderr, or None when there is nothing to say."""
+    def message(self, expected: bool = True, name: str = "", job: str = "") -> str | None:
+        """One line for stderr, or None when there is nothing to say. ``job``: the
+        sweep job's label (its jobs may print at once), named in the line."""
         if self.converged:
             return None
         why = "; ".join(self.reasons)
         if not expected:
             what = f"{name} is" if name else "this is"
             return (
-                f"gradtrack: note: not converged ({why}). That is expected: {what} a "
-                "short demonstration run (expect_converged: false); the fit_* "
-                "experiments train to convergence."
+                f"gradtrack: note: {f'job {job} ' if job else ''}not converged ({why}). "
+                f"That is expected: {what} a short demonstration run (expect_converged: "
+                "false); the fit_* experiments train to convergence."
             )
-        return f"gradtrack: warning: this run did not converge: {why}. Likely fix: {self.fix}."
+        subject = f"job {job}" if job else "this run"
+        return f"gradtrack: warning: {subject} did not converge: {why}. Likely fix: {self.fix}."
 
 
 def _rel(a: float, b: float) -> float:

@@ -150,7 +150,7 @@ def _converged(cfg, ds: Dataset, result: RunResult, trk) -> None:
         epochs=cfg.epochs,
     )
     trk.set_tags(verdict.tags())
-    note = verdict.message(cfg.expect_converged, cfg.experiment_name)
+    note = verdict.message(cfg.expect_converged, cfg.experiment_name, naming.current_job())
     if note:
         print(note, file=sys.stderr)
 

@@ -307,6 +307,25 @@ def stop_workers(signum: int, seconds: float = WORKERS_STOP_SECONDS) -> bool:
         time.sleep(0.05)
 
 
+def release_pool() -> None:
+    """Before a stopped joblib sweep's main process exits with ``os._exit``: unlink the
+    pool's semaphores, as a normal exit would.
+
+    ``os._exit`` skips multiprocessing's exit finalizers, which unlink them, and its
+    resource tracker, which cleans up after a process that dies, then printed "There
+    appear to be 3 leaked semaphore objects to clean up at shutdown" under the sweep's
+    last line. The finalizers take milliseconds.
+    """
+    if "joblib.externals.loky.reusable_executor" not in sys.modules:
+        return  # no joblib pool in this process
+    from multiprocessing import util
+
+    with contextlib.suppress(Exception):  # a clean-up: the exit goes on regardless
+        # exit priority 0 and up: each semaphore's unlink, each queue's close (which
+        # only wakes its feeder thread); the joins, below 0, are left out
+        util._run_finalizers(0)
+
+
 def keep_plugins_across_jobs() -> None:
     """Make ``Singleton.set_state`` (called by Hydra before every joblib job) keep this
     process's plugin registry instead of rescanning every plugin package."""
