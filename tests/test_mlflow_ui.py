@@ -167,6 +167,31 @@ def test_loss_limits_are_matplotlibs_own_unless_those_would_overflow():
     assert loss_limits([[np.nan, np.inf]], log=False) is None
 
 
+def test_a_diverged_runs_loss_curve_is_drawn_and_the_next_run_autoscales_again(tmp_path):
+    """A single run's loss_curve.png of a diverged run (~1e305) is drawn, without the
+    overflow warning; its fixed y-limits do not stick to the figure the next run reuses."""
+    import threading
+    import warnings
+
+    from PIL import Image
+
+    from gradtrack.artifacts import loss_curve
+
+    curves = _converging_and_diverged()
+    ok, diverged = curves["lr=0.05"][1], curves["lr=1000000.0 [FAILED]"][1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_curve(diverged, tmp_path / "diverged.png", "diverged")
+        loss_curve(ok, tmp_path / "after.png", "ok")  # reuses this thread's figure
+    pixels, height = pixels_of(tmp_path / "diverged.png", "#1f77b4")
+    assert pixels > 300 and height > 200  # the curve climbs most of the plot
+    fresh = threading.Thread(target=loss_curve, args=(ok, tmp_path / "fresh.png", "ok"))
+    fresh.start()  # another thread: a figure of its own, built new
+    fresh.join()
+    after, new = (np.asarray(Image.open(tmp_path / n)) for n in ("after.png", "fresh.png"))
+    assert np.array_equal(after, new)
+
+
 # -- ranking -----------------------------------------------------------------------
 
 

@@ -62,6 +62,33 @@ def test_reliability_diverging_lr_fails_run_with_last_finite_step(project, monke
     assert "optimizer.lr" in str(err) and "clip_norm" in str(err)
 
 
+def test_a_diverged_run_keeps_its_files_up_to_the_last_finite_step(project, monkeypatch):
+    """The curve up to the blow-up is what a user opens a diverged run for: config,
+    overrides, full-resolution history and plots are logged as for a finished run (no
+    model: there is no result), and the history file holds every step with a finite loss."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(project)
+    seed_store(project)
+    overrides = ["+experiment=seed_linear", "backend=numpy", "optimizer.lr=1e6"]
+    with pytest.raises(DivergedError) as err:
+        train.run(compose(*overrides, "dataset.features=[]", "checks.baseline=false"))
+    [run] = mlflow_runs(project)
+    assert run.info.status == "FAILED" and run.data.tags["diverged"] == "true"
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.txt", "history.npz", "loss_curve.png"} <= files
+    assert "coefficients.csv" not in files  # no result, so no coefficients
+    assert client.search_logged_models([run.info.experiment_id]) == []
+    path = client.download_artifacts(run.info.run_id, "history.npz", str(project))
+    with np.load(path) as h:
+        assert h["step"].tolist() == list(range(err.value.step))  # every finite step
+        assert np.isfinite(h["loss"]).all()
+        # the file is the run's own record: the gradient that overflowed stays inf
+        # (the store, which takes no inf, has no point there)
+        assert np.isfinite(h["grad_norm"][0]) and np.isinf(h["grad_norm"][-1])
+
+
 def test_reliability_nan_loss_mid_run(project, monkeypatch):
     # All eight Pima features at lr=1e38 in float32: step 0 is finite, then the
     # weights overflow and inf - inf makes the loss NaN (not inf) at step 1.

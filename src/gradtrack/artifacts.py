@@ -46,7 +46,13 @@ def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
     # Everything that depends on this run is set again: data, scale, limits, title.
     line.set_data(steps, losses[steps])
     ax.relim()  # (before the scale: a log scale checks the data limits)
-    ax.set_yscale("log" if wants_log_axis(losses) else "linear")
+    log = wants_log_axis(losses)
+    limits = loss_limits([losses], log)
+    if limits is not None and max(map(abs, limits)) >= AXIS_LIMIT / 1e10:
+        ax.set_ylim(*limits)  # a diverged run's curve (see AXIS_LIMIT); before the scale
+    else:
+        ax.set_autoscaley_on(True)  # (a reused figure's last run may have fixed them)
+    ax.set_yscale("log" if log else "linear")
     ax.autoscale_view()
     save_png(fig, path, title=(ax, title, {}))
 

@@ -24,6 +24,7 @@ class DivergedError(GradtrackError):
         self.step = step
         self.last_finite_step = last_finite_step
         self.last_finite_loss = last_finite_loss
+        self.history = None  # the finite steps' RunResult, set by train._train
         super().__init__(
             f"training diverged: the loss became non-finite at step {step} "
             f"(last finite loss {last_finite_loss!r} at step {last_finite_step}). "
@@ -33,5 +34,6 @@ class DivergedError(GradtrackError):
 
     def __reduce__(self):
         # Pickled with its own arguments: a joblib worker sends a failed job's exception
-        # back to the main process, which must be able to rebuild it.
+        # back to the main process, which must be able to rebuild it (the history
+        # stays behind: the run's files hold it).
         return type(self), (self.step, self.last_finite_step, self.last_finite_loss)

@@ -8,6 +8,7 @@ this module only decides where they go.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from gradtrack.config import Config, resolve_path, result_params
 from gradtrack.data.load import Dataset
 from gradtrack.pipeline.lineage import dvc_tags
 from gradtrack.tracking import naming
+
+log = logging.getLogger(__name__)
 
 # The logged MLflow model of a linear predictor, by the problem's kind.
 LOGGED_MODEL_KIND = {"regression": "linear", "classification": "logistic"}
@@ -127,6 +130,22 @@ def finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overr
     trk.flush()  # results are in the store before the (slower) artifacts go out
     if cfg.tracking.enabled and cfg.tracking.log_artifacts:
         _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
+
+
+def keep_diverged(cfg, problem, ds, history: RunResult | None, trk, plain, overrides) -> None:
+    """A diverged run's files, as a finished run's would be: config.yaml, overrides.txt,
+    and its finite steps' history.npz and plots (the curve up to where it blew up is
+    what a user opens the run for). No model, coefficients or baseline: there is no
+    result to keep. A failure here is only logged; the divergence is what the run
+    reports."""
+    if history is None or not len(history.losses):
+        return  # not one finite step
+    if not (cfg.tracking.enabled and cfg.tracking.log_artifacts):
+        return
+    try:
+        _log_artifacts(cfg, problem, ds, history, None, trk, plain, overrides)
+    except Exception as exc:
+        log.warning("could not log the diverged run's files: %s", exc)
 
 
 def _once_per_check(m: dict[str, float]) -> dict[str, float]:

@@ -20,7 +20,7 @@ from gradtrack.build import build_problem, build_trainer, prepare
 from gradtrack.errors import DivergedError
 from gradtrack.interrupts import uninterrupted
 from gradtrack.progress import Progress
-from gradtrack.record import RunResult, finish, open_tracker, run_tags
+from gradtrack.record import RunResult, finish, keep_diverged, open_tracker, run_tags
 from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
 
 __all__ = ["RunResult", "first_chunk", "next_chunk", "run"]
@@ -64,7 +64,11 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
         trk.set_tags({**run_tags(cfg, ds), **decision.tags})  # fingerprint tags
         if ds.X_raw is not None:  # (ds.frame would build a frame of every row)
             trk.log_input(ds)
-        result = _train(cfg, problem, backend, params0, ds, trk)
+        try:
+            result = _train(cfg, problem, backend, params0, ds, trk)
+        except DivergedError as exc:
+            keep_diverged(cfg, problem, ds, exc.history, trk, plain, overrides or [])
+            raise
         result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
         finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
         if decision.enabled:  # a concurrent start trained it too: say so
@@ -138,7 +142,20 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
                     else (float(losses[-1][-1]) if losses else None)
                 )
                 trk.log_metrics({"last_finite_step": max(last, -1)})
-                raise DivergedError(done + first, last, last_loss)
+                diverged = DivergedError(done + first, last, last_loss)
+                # Every finite step, for the run's files (run() logs them; not pickled)
+                diverged.history = RunResult(
+                    losses=np.concatenate([*losses, rec.losses[:first]]),
+                    grad_norms=np.concatenate([*norms, rec.grad_norms[:first]]),
+                    values=(
+                        None
+                        if rec.values is None
+                        else np.concatenate([*values, rec.values[:first]])
+                    ),
+                    params={},
+                    metrics=dict(metrics),
+                )
+                raise diverged
             unsent.append(_kept(keep, done, n, series))
             if time.perf_counter() - last_send >= LIVE_SEND_SECONDS:
                 _send_series(trk, unsent)
