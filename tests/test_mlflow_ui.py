@@ -257,7 +257,7 @@ def test_the_last_line_of_a_sweep_names_a_few_tied_and_failed_jobs_at_any_size()
 
 def test_the_last_line_tells_failed_stopped_and_never_run_jobs_apart():
     """After Ctrl-C, the jobs it stopped and those it kept from starting are not failures."""
-    from gradtrack.sweep import ChildRow, rank, summary_line
+    from gradtrack.sweep import ChildRow, _markdown, rank, summary_line
     from gradtrack.tracking.reuse import sweep_counts
 
     statuses = ["FINISHED", "KILLED", "KILLED", "NO_RUN", "FAILED", "RUNNING", "NO_RUN"]
@@ -272,6 +272,11 @@ def test_the_last_line_tells_failed_stopped_and_never_run_jobs_apart():
     )
     counts = sweep_counts(rows, invocation=None)
     assert counts == {"reused": 0, "run": 1, "failed": 2, "stopped": 2, "not_run": 2}
+    md = _markdown("| table |", rows, rank(rows, "final_loss"), "final_loss")
+    assert md.startswith(
+        "# Sweep summary (7 jobs: 1 finished, 1 failed, 2 stopped, 1 still running, 2 not run)"
+    )
+    assert md.count("\n- `optimizer.lr=") == 6  # every unfinished job, with its status
 
 
 # -- a real run, through the CLI -------------------------------------------------------

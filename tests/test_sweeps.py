@@ -125,7 +125,7 @@ def test_summary_of_sixteen_jobs_is_the_report_table_and_a_readable_overlay(tmp_
     assert csv_text == report.csv_table(header, body)
     assert report.markdown_table(header, body) in md
     assert "diverged \\| at step 3" in md  # escaped inside the table
-    assert md.index("## Failed jobs") > md.index("| overrides |")
+    assert md.index("## Jobs that did not finish") > md.index("| overrides |")
     assert "`model=quadratic optimizer.lr=0.15` = " in md.splitlines()[2]
     png = Path(client.download_artifacts(parent, "loss_curves.png", str(dl))).read_bytes()
     assert png.startswith(b"\x89PNG")
@@ -278,13 +278,15 @@ def test_diverging_job_fails_alone_and_is_listed_on_the_parent(project, launcher
     assert status["optimizer.lr=0.01"].info.status == "FINISHED"
     assert status["optimizer.lr=0.1"].info.status == "FINISHED"
     assert parent.info.status == "FAILED"
-    assert parent.data.tags["failed_jobs"] == "1"
+    assert parent.data.tags["failed_jobs"] == parent.data.tags["unfinished_jobs"] == "1"
     assert "optimizer.lr=1000000.0" in parent.data.tags["failed_overrides"]
     assert parent.data.tags["best_run_id"] == status["optimizer.lr=0.1"].info.run_id
     md = Path(
         _client(project).download_artifacts(parent.info.run_id, "sweep_summary.md")
     ).read_text()
-    assert "## Failed jobs" in md and "optimizer.lr=1000000.0" in md and "diverged" in md
+    assert md.startswith("# Sweep summary (3 jobs: 2 finished, 1 failed)")
+    assert "## Jobs that did not finish" in md and "optimizer.lr=1000000.0" in md
+    assert "diverged" in md
     # The overlay's axis fits the finished jobs; the diverged one (losses to ~1e300)
     # leaves it at the top. (Fitted to all, the axis overflowed to 1..10: an empty plot.)
     png = _client(project).download_artifacts(parent.info.run_id, "loss_curves.png")
@@ -392,6 +394,8 @@ def test_a_stopped_joblib_sweep_ends_its_workers_runs_killed(project, how):
         assert (
             "0/3 jobs finished, 2 stopped (lr=0.0001; lr=0.0002), 1 not run (lr=0.0003)" in err
         ), err[-3000:]
+        tags = _split(project)[0][0].data.tags
+        assert (tags["failed_jobs"], tags["unfinished_jobs"]) == ("0", "3")
 
 
 def _running(pid: int) -> bool:

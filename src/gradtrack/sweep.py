@@ -717,7 +717,8 @@ def write_summary(
     from gradtrack.artifacts import loss_overlay_png
     from gradtrack.sweep_workers import call_in_a_worker
 
-    failed = [r for r in rows if r.status != "FINISHED"]
+    unfinished = [r for r in rows if r.status != "FINISHED"]
+    failed = [r for r in unfinished if r.status == "FAILED"]
     ranking = rank(rows, metric, maximize)
     best = ranking.best
     # which run answered a job ("earlier": a previous invocation of this sweep)
@@ -740,7 +741,7 @@ def write_summary(
         d = Path(tmp)
         (d / "sweep_summary.csv").write_text(report.csv_table(header, body))
         (d / "sweep_summary.md").write_text(
-            _markdown(report.markdown_table(header, body), rows, failed, ranking, metric, maximize)
+            _markdown(report.markdown_table(header, body), rows, ranking, metric, maximize)
         )
         runs = {labels[id(r)]: r.run_id for r in rows if r.run_id is not None}
         draw = functools.partial(
@@ -754,16 +755,20 @@ def write_summary(
         png, _ = call_in_a_worker(draw) if in_a_worker else draw()
         (d / "loss_curves.png").write_bytes(png)
         client.log_artifacts(parent_run_id, str(d))
+    # failed: FAILED children only; unfinished: every job without a FINISHED one (also
+    # stopped, still running and never run), as the last line tells them apart
     tags = [
         RunTag("failed_jobs", str(len(failed))),
-        RunTag("finished_jobs", str(len(rows) - len(failed))),
+        RunTag("unfinished_jobs", str(len(unfinished))),
+        RunTag("finished_jobs", str(len(rows) - len(unfinished))),
     ]
-    if failed:
-        listing = "; ".join(f"{r.overrides} [{r.status}]" for r in failed)
-        tags.append(RunTag("failed_overrides", listing[:5000]))
+    for key, some in (("failed_overrides", failed), ("unfinished_overrides", unfinished)):
+        if some:
+            listing = "; ".join(f"{r.overrides} [{r.status}]" for r in some)
+            tags.append(RunTag(key, listing[:5000]))
     # Counts as metrics too: the parent's Overview lists metrics, not its tags.
     now = now_ms()
-    metrics = [Metric("sweep/finished_jobs", float(len(rows) - len(failed)), now, 0)]
+    metrics = [Metric("sweep/finished_jobs", float(len(rows) - len(unfinished)), now, 0)]
     checked = [r for r in rows if "baseline/pass" in r.metrics]
     if checked:
         passed = sum(r.metrics["baseline/pass"] == 1.0 for r in checked)
@@ -778,10 +783,10 @@ def write_summary(
         ]
         metrics.append(Metric(f"best/{metric}", best.metrics[metric], now, 0))
     client.log_batch(parent_run_id, metrics=metrics, tags=tags, synchronous=True)
-    print(summary_line(rows, ranking, metric, swept), file=sys.stderr if failed else sys.stdout)
+    print(summary_line(rows, ranking, metric, swept), file=sys.stderr if unfinished else sys.stdout)
     if any(r.status == "KILLED" for r in rows):
         return "KILLED"
-    return "FAILED" if failed else "FINISHED"
+    return "FAILED" if unfinished else "FINISHED"
 
 
 def now_ms() -> int:
@@ -795,9 +800,16 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _markdown(table: str, rows, failed, ranking: Ranking, metric, maximize=False) -> str:
-    """The summary document: the best job and how it was chosen, the table, failures."""
-    lines = [f"# Sweep summary ({len(rows)} jobs, {len(failed)} failed)", ""]
+def _markdown(table: str, rows, ranking: Ranking, metric, maximize=False) -> str:
+    """The summary document: the best job and how it was chosen, the table, the jobs
+    that did not finish (every one, by status, with its error)."""
+    finished = sum(r.status == "FINISHED" for r in rows)
+    counts = [f"{finished} finished"] + [
+        f"{n} {word}"
+        for status, word in UNFINISHED.items()
+        if (n := sum(r.status == status for r in rows))
+    ]
+    lines = [f"# Sweep summary ({len(rows)} jobs: {', '.join(counts)})", ""]
     best = ranking.best
     if best is not None:
         lines += [
@@ -814,9 +826,10 @@ def _markdown(table: str, rows, failed, ranking: Ranking, metric, maximize=False
                 "",
             ]
     lines.append(table)
-    if failed:
-        lines += ["", "## Failed jobs", ""]
-        lines += [f"- `{r.overrides}`: {r.status} {_first_line(r.error)}" for r in failed]
+    unfinished = [r for r in rows if r.status != "FINISHED"]
+    if unfinished:
+        lines += ["", "## Jobs that did not finish", ""]
+        lines += [f"- `{r.overrides}`: {r.status} {_first_line(r.error)}" for r in unfinished]
     return "\n".join(lines) + "\n"
 
 
