@@ -192,6 +192,49 @@ def test_a_diverged_runs_loss_curve_is_drawn_and_the_next_run_autoscales_again(t
     assert np.array_equal(after, new)
 
 
+def test_long_runs_that_settle_early_get_a_log_step_axis():
+    from gradtrack.artifacts import wants_log_steps
+    from gradtrack.tracking.budget import kept_steps
+
+    def settling(n):  # falls 618 -> 24 in the first ~50 steps, then flat
+        return 594.0 * np.exp(-np.arange(n) / 8.0) + 24.0
+
+    assert not wants_log_steps(np.arange(400), settling(400), log_y=False)  # short
+    steps = kept_steps(1_000_000, 1000)  # a budgeted history: true step numbers
+    assert wants_log_steps(steps, settling(1_000_000)[steps], log_y=False)
+    assert not wants_log_steps(steps, 1e6 - steps, log_y=False)  # falls all along
+    growth = 600.0 * 10.0 ** (steps / 1e4)  # diverging: most of its rise comes late
+    assert not wants_log_steps(steps, growth, log_y=True)
+    assert not wants_log_steps(steps, np.full(steps.size, 3.0), log_y=False)  # flat
+
+
+def test_a_million_step_loss_curve_shows_its_fall_not_a_vertical_line(tmp_path):
+    """On a linear step axis a curve that settles in 50 of 1e6 steps was a vertical line
+    at step 0: the fall now spreads over the plot's width, in a run's loss_curve.png and
+    a sweep's overlay; a short run stays linear."""
+    from PIL import Image
+
+    from gradtrack.artifacts import loss_curve, loss_overlay
+    from gradtrack.tracking.budget import kept_steps
+
+    def fall_width(png):  # columns where the curve is in the plot's upper half
+        rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float) / 255
+        hit = np.abs(rgb - np.array([0.122, 0.467, 0.706])).max(axis=2) < 0.05
+        return int(hit[: hit.shape[0] // 2].any(axis=0).sum()), hit.shape[1]
+
+    long = 594.0 * np.exp(-np.arange(1_000_000) / 8.0) + 24.0
+    loss_curve(long, tmp_path / "long.png", "1e6 steps")
+    width, image = fall_width(tmp_path / "long.png")
+    assert width > image // 10  # steps 0..13 of 1e6: on a linear axis 1 or 2 columns
+    loss_curve(long[:400], tmp_path / "short.png", "400 steps")  # the same figure, reused
+    width, _ = fall_width(tmp_path / "short.png")
+    assert width < image // 20  # linear again: steps 0..13 of 400 (symlog: a third)
+    steps = kept_steps(len(long), 1000)  # a sweep's overlay draws the stored points
+    loss_overlay({"lr=0.1": (steps, long[steps])}, tmp_path / "sweep.png", "sweep")
+    width, image = fall_width(tmp_path / "sweep.png")
+    assert width > image // 10
+
+
 # -- ranking -----------------------------------------------------------------------
 
 

@@ -19,6 +19,13 @@ from gradtrack.plot_render import PLOT_POINTS, new_figure, reused_figure, save_p
 # a log axis: on a linear one, everything after the first steps is a flat line.
 LOG_AXIS_RATIO = 30.0
 
+# A long run whose loss does nearly all of its falling (or rising) in the first tenth
+# of its steps is drawn on a logarithmic step axis (symlog: step 0 stays on it). On a
+# linear one, a million-step run's curve was a vertical line at step 0, then a flat one.
+LOG_STEPS_MIN = 1000  # steps
+LOG_STEPS_EARLY = 0.1  # the first tenth of the steps ...
+LOG_STEPS_SHARE = 0.9  # ... holds at least 90% of the change
+
 
 def wants_log_axis(*series) -> bool:
     """True when every finite value is positive and they span >= LOG_AXIS_RATIO."""
@@ -27,6 +34,34 @@ def wants_log_axis(*series) -> bool:
     if vals.size == 0 or np.any(vals <= 0):
         return False
     return float(vals.max() / vals.min()) >= LOG_AXIS_RATIO
+
+
+def wants_log_steps(steps, losses, log_y: bool) -> bool:
+    """True for a curve of at least LOG_STEPS_MIN steps that changes by at least
+    LOG_STEPS_SHARE of its whole change (first to last finite value, measured in
+    decades when ``log_y``) within its first LOG_STEPS_EARLY of the steps."""
+    steps = np.asarray(steps, dtype=float)
+    v = np.asarray(losses, dtype=float)
+    ok = np.isfinite(v) & (v > 0 if log_y else True)
+    steps, v = steps[ok], v[ok]
+    if v.size < 2 or steps[-1] - steps[0] < LOG_STEPS_MIN:
+        return False
+    if log_y:
+        v = np.log10(v)
+    whole = v[-1] - v[0]
+    if whole == 0:
+        return False
+    cut = steps[0] + LOG_STEPS_EARLY * (steps[-1] - steps[0])
+    early = v[np.searchsorted(steps, cut, side="right") - 1] - v[0]
+    return early / whole >= LOG_STEPS_SHARE
+
+
+def set_step_axis(ax, log: bool) -> None:
+    """A symlog step axis (linear below step 1, so that step 0 is drawn) or a linear one."""
+    if log:
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
+    else:
+        ax.set_xscale("linear")
 
 
 def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
@@ -53,6 +88,7 @@ def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
     else:
         ax.set_autoscaley_on(True)  # (a reused figure's last run may have fixed them)
     ax.set_yscale("log" if log else "linear")
+    set_step_axis(ax, wants_log_steps(steps, losses[steps], log))
     ax.autoscale_view()
     save_png(fig, path, title=(ax, title, {}))
 
@@ -253,8 +289,8 @@ def loss_overlay(
         steps, losses = curves[label]
         text = f"{i + 1}. {label}" if numbered else label
         ax.plot(steps, losses, lw=1.5, color=color, label=text, zorder=3 + len(best) - i)
-    basis = [curves[k][1] for k in (scale_from or ()) if k in curves]
-    basis = basis or [c[1] for c in curves.values()]
+    fitted = [curves[k] for k in (scale_from or ()) if k in curves] or list(curves.values())
+    basis = [losses for _, losses in fitted]
     log = bool(n) and wants_log_axis(*basis)
     limits = loss_limits(basis, log) if n else None
     if limits is not None and (len(basis) < n or max(map(abs, limits)) >= AXIS_LIMIT / 1e10):
@@ -262,6 +298,9 @@ def loss_overlay(
         ax.set_ylim(*limits)  # else matplotlib's own: the same when they do not overflow
     if log:
         ax.set_yscale("log")
+    if fitted and all(wants_log_steps(steps, losses, log) for steps, losses in fitted):
+        set_step_axis(ax, True)
+        ax.autoscale_view(scaley=False)  # the x margins again, in the new scale
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
