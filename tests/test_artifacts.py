@@ -316,3 +316,28 @@ def test_plots_under_savefig_settings_are_what_savefig_writes(tmp_path):
     assert fast == plain
     (tmp_path / "a.png").write_bytes(fast[0])
     assert _pixels(tmp_path / "a.png").shape == (200, 300, 4)  # 6 × 4 inches at 50 dpi
+
+
+def test_a_long_runs_trajectory_is_drawn_through_the_budgets_iterates(tmp_path, monkeypatch):
+    """A million iterates are drawn through PLOT_POINTS of them, the start dense and
+    the last one kept (a marker for each took seconds and a gigabyte)."""
+    from gradtrack.tracking.budget import kept_steps
+
+    drawn = {}
+    real = artifacts.save_png
+
+    def keep(fig, path, **kw):
+        drawn["x"] = fig.axes[0].lines[1].get_xdata()  # the iterates ("o-")
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(artifacts, "save_png", keep)
+    n = 1_000_000
+    path = -2 + 3 * 0.99 ** np.arange(n)  # x0 = 1.0, then towards the minimum at -2
+    artifacts.trajectory(lambda x: (x + 2) ** 2, path, 1.0, -2.0, tmp_path / "t.png", "q")
+    x = drawn["x"]
+    assert len(x) == plot_render.PLOT_POINTS + 1  # x0, then the kept iterates
+    np.testing.assert_array_equal(x[1:], path[kept_steps(n, plot_render.PLOT_POINTS)])
+    assert x[-1] == path[-1] and np.array_equal(x[1:31], path[:30])  # dense at the start
+    short = path[:50]  # a short run: every iterate, as before
+    artifacts.trajectory(lambda x: (x + 2) ** 2, short, 1.0, -2.0, tmp_path / "s.png", "q")
+    np.testing.assert_array_equal(drawn["x"], np.concatenate([[1.0], short]))

@@ -252,6 +252,35 @@ def test_long_run_stores_a_bounded_curve_and_its_full_history_as_one_artifact(pr
     np.testing.assert_array_equal(full["step"], np.arange(100_000))
 
 
+def test_the_history_file_deflates_what_repeats_and_stores_noise_as_it_is(tmp_path):
+    """A million-step history: ``step`` and a converged series are deflated, a noisy one
+    is stored; ``np.load`` gives every array back exactly, in its own dtype."""
+    import zipfile
+
+    from gradtrack.record import RunResult, _save_history
+
+    n = 1_000_000
+    loss = np.maximum(600.0 * np.exp(-np.arange(n) / 8.0), 10.847)  # converged: repeats
+    noise = np.random.default_rng(0).random(n) * 1e-15  # a gradient norm's jitter
+    x = np.full(n, -2.0, dtype=np.float32)
+    result = RunResult(losses=loss, grad_norms=noise, values=x, params={})
+    _save_history(result, tmp_path / "history.npz")
+    with zipfile.ZipFile(tmp_path / "history.npz") as zf:
+        kind = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kind == {
+        "step.npy": zipfile.ZIP_DEFLATED,
+        "loss.npy": zipfile.ZIP_DEFLATED,
+        "grad_norm.npy": zipfile.ZIP_STORED,
+        "x.npy": zipfile.ZIP_DEFLATED,
+    }
+    assert (tmp_path / "history.npz").stat().st_size < 0.5 * (3 * 8 + 4) * n
+    with np.load(tmp_path / "history.npz") as h:
+        assert h["step"].dtype == np.int64 and h["x"].dtype == np.float32
+        np.testing.assert_array_equal(h["step"], np.arange(n))
+        for name, values in (("loss", loss), ("grad_norm", noise), ("x", x)):
+            np.testing.assert_array_equal(h[name], values)
+
+
 def test_exception_in_a_training_step_ends_failed_and_keeps_earlier_metrics(project, monkeypatch):
     from gradtrack import train
     from gradtrack.backends import get_backend

@@ -96,7 +96,17 @@ def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
 def trajectory(
     curve, values: np.ndarray, x0: float, minimum: float, path: Path, title: str
 ) -> None:
-    """The scalar problem's function with the optimizer's path drawn on it."""
+    """The scalar problem's function with the optimizer's path drawn on it.
+
+    A long run's path is drawn through PLOT_POINTS of its iterates, dense at the start
+    (the budget's choice of steps): a marker for each of a million iterates took
+    seconds and a gigabyte to draw points that all sit on the minimum.
+    """
+    from gradtrack.tracking.budget import kept_steps
+
+    values = np.asarray(values)
+    if len(values) > PLOT_POINTS:
+        values = values[kept_steps(len(values), PLOT_POINTS)]
     xs_path = np.concatenate([[x0], values])
     lo, hi = min(xs_path.min(), minimum), max(xs_path.max(), minimum)
     pad = 0.2 * (hi - lo or 1.0)

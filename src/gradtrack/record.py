@@ -189,12 +189,41 @@ def _write_local_outputs(cfg, root: Path, result: RunResult) -> None:
 def _save_history(result: RunResult, path: Path) -> None:
     """Every step's values, full resolution, in one binary file (the store keeps a budget).
 
-    ``np.load(path)`` gives arrays ``step``, ``loss``, ``grad_norm`` (and ``x``).
+    ``np.load(path)`` gives arrays ``step``, ``loss``, ``grad_norm`` (and ``x``). It is
+    an ``.npz`` whose members are deflated where that pays: ``step`` (0, 1, 2, ...:
+    a fifth of its size) and each series whose last steps do (a converged loss repeats
+    one value: a 2,000,000-step quadratic run's file went from 64 MB to 3 MB). A noisy
+    series is stored as it is: deflating a gradient norm's jitter saved 16% for 0.14 s
+    per million steps, a few percent of the training.
     """
-    series = {"loss": result.losses, "grad_norm": result.grad_norms}
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    series = {"step": np.arange(len(result.losses), dtype=np.int64)}
+    series.update(loss=result.losses, grad_norm=result.grad_norms)
     if result.values is not None:
         series["x"] = result.values
-    np.savez(path, step=np.arange(len(result.losses), dtype=np.int64), **series)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, compresslevel=1) as zf:
+        for name, values in series.items():
+            deflate = name == "step" or _compresses(values)
+            zf.compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                npy.write_array(fh, np.asarray(values), allow_pickle=False)
+
+
+# How many of a series' last values decide whether it is deflated (a few milliseconds).
+COMPRESSION_SAMPLE = 1 << 16
+
+
+def _compresses(values: np.ndarray) -> bool:
+    """Whether a long series' last values deflate to under half their size."""
+    import zlib
+
+    if len(values) < COMPRESSION_SAMPLE:
+        return False  # small either way (under 512 KB)
+    raw = np.ascontiguousarray(values[-COMPRESSION_SAMPLE:]).tobytes()
+    return len(zlib.compress(raw, 1)) < len(raw) // 2
 
 
 def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) -> None:

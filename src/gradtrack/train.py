@@ -107,7 +107,10 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
     trainer = build_trainer(cfg, ds, backend=backend, start=(problem, params0))
     trk.set_tags({"device": getattr(trainer, "device", "cpu")})  # what device=auto chose
     keep = StepSelector(cfg.epochs, cfg.tracking.max_points, cfg.log_every)
-    losses, norms, values = [], [], []
+    # Every step's values, for the run's files and results: filled chunk by chunk, so
+    # that a long run holds them once (a list of chunks joined at the end held them
+    # twice). Made at the first chunk, in the backend's dtype; values: the scalar x.
+    losses = norms = values = None
     done = 0
     n = first_chunk(getattr(trainer, "seconds_per_step", None))
     unsent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
@@ -127,6 +130,11 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
             with uninterrupted():  # a signal waits for the chunk (a fraction of a second)
                 rec = trainer.run(n)
             elapsed = time.perf_counter() - t_chunk
+            if losses is None:
+                losses, norms, values = (
+                    None if a is None else np.empty(cfg.epochs, dtype=a.dtype)
+                    for a in (rec.losses, rec.grad_norms, rec.values)
+                )
             bad = ~np.isfinite(rec.losses)
             series = {STEP_LOSS: rec.losses, STEP_GRAD_NORM: rec.grad_norms}
             if rec.values is not None:
@@ -139,19 +147,19 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
                 last_loss = (
                     float(rec.losses[first - 1])
                     if first
-                    else (float(losses[-1][-1]) if losses else None)
+                    else (float(losses[done - 1]) if done else None)
                 )
                 trk.log_metrics({"last_finite_step": max(last, -1)})
                 diverged = DivergedError(done + first, last, last_loss)
                 # Every finite step, for the run's files (run() logs them; not pickled)
+                end = done + first
+                losses[done:end], norms[done:end] = rec.losses[:first], rec.grad_norms[:first]
+                if values is not None:
+                    values[done:end] = rec.values[:first]
                 diverged.history = RunResult(
-                    losses=np.concatenate([*losses, rec.losses[:first]]),
-                    grad_norms=np.concatenate([*norms, rec.grad_norms[:first]]),
-                    values=(
-                        None
-                        if rec.values is None
-                        else np.concatenate([*values, rec.values[:first]])
-                    ),
+                    losses=losses[:end],
+                    grad_norms=norms[:end],
+                    values=None if values is None else values[:end],
                     params={},
                     metrics=dict(metrics),
                 )
@@ -161,10 +169,9 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
                 _send_series(trk, unsent)
                 trk.flush()
                 last_send = time.perf_counter()
-            losses.append(rec.losses)
-            norms.append(rec.grad_norms)
-            if rec.values is not None:
-                values.append(rec.values)
+            losses[done : done + n], norms[done : done + n] = rec.losses, rec.grad_norms
+            if values is not None:
+                values[done : done + n] = rec.values
             done += n
             if len(keep.in_chunk(done - 1, 1)):
                 last_done.clear()  # already queued with its chunk
@@ -178,9 +185,9 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
     _send_series(trk, unsent)
     params = trainer.params()
     result = RunResult(
-        losses=np.concatenate(losses),
-        grad_norms=np.concatenate(norms),
-        values=np.concatenate(values) if values else None,
+        losses=losses,
+        grad_norms=norms,
+        values=values,
         params=params,
         metrics=metrics,
     )
