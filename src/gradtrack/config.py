@@ -256,8 +256,25 @@ def register_configs() -> None:
 
 
 def _check(errors: list[str], ok: bool, key: str, message: str) -> None:
-    if not ok:
+    if not ok and not any(e.startswith(f"{key}: ") for e in errors):  # one problem a key
         errors.append(f"{key}: {message}")
+
+
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Every float setting of a config dataclass that is inf or NaN, as messages. The
+    range checks below let ``optimizer.lr=inf`` through (inf > 0), and the run then
+    "diverged" at its first step."""
+    import dataclasses
+    import math
+
+    found = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            found += _non_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            found.append(f"{prefix}{f.name}: must be a finite number, got {value}")
+    return found
 
 
 def _one_of(errors: list[str], key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -291,7 +308,7 @@ def validate(cfg: Config) -> None:
     """
     from gradtrack.models import model_class, model_names
 
-    errors: list[str] = []
+    errors: list[str] = _non_finite(cfg)
     m, d, b, o = cfg.model, cfg.dataset, cfg.backend, cfg.optimizer
     _one_of(errors, "model.name", m.name, model_names())
     model = model_class(m.name) if m.name in model_names() else None
