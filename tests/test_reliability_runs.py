@@ -89,6 +89,21 @@ def test_a_diverged_run_keeps_its_files_up_to_the_last_finite_step(project, monk
         assert np.isfinite(h["grad_norm"][0]) and np.isinf(h["grad_norm"][-1])
 
 
+def test_the_divergence_advice_names_only_what_the_run_can_still_change():
+    from gradtrack.train import divergence_advice
+
+    raw = compose("+experiment=seed_linear", "optimizer.lr=1e6")
+    assert divergence_advice(raw) == (
+        "Lower optimizer.lr (now 1e+06), set optimizer.clip_norm (e.g. "
+        "optimizer.clip_norm=1.0) or standardize the features (dataset.standardize=true)."
+    )
+    done = compose("+experiment=fit_linear_1d", "optimizer.clip_norm=5")  # standardized
+    assert divergence_advice(done) == (
+        "Lower optimizer.lr (now 0.1) or lower optimizer.clip_norm (now 5)."
+    )
+    assert "standardize" not in divergence_advice(compose("model=quadratic"))  # no data
+
+
 def test_reliability_nan_loss_mid_run(project, monkeypatch):
     # All eight Pima features at lr=1e38 in float32: step 0 is finite, then the
     # weights overflow and inf - inf makes the loss NaN (not inf) at step 1.

@@ -148,9 +148,10 @@ def test_a_failed_jobs_exception_survives_the_trip_back_from_a_worker():
     from gradtrack.cli import _pickles
     from gradtrack.errors import DivergedError
 
-    sent = DivergedError(25, 24, 1.7e305)
+    sent = DivergedError(25, 24, 1.7e305, "Lower optimizer.lr (now 1e+06).")
     back = pickle.loads(pickle.dumps(sent))
     assert (back.step, back.last_finite_step, back.last_finite_loss) == (25, 24, 1.7e305)
+    assert back.advice == sent.advice
     assert str(back) == str(sent)
     assert _pickles(sent) and _pickles(ValueError("x"))
     # pickles, but cannot be rebuilt: a worker sends a RuntimeError naming it instead

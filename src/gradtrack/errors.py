@@ -20,20 +20,32 @@ class TrackingError(GradtrackError):
 class DivergedError(GradtrackError):
     """Training produced a non-finite loss; the run is marked FAILED with diverged=true."""
 
-    def __init__(self, step: int, last_finite_step: int, last_finite_loss: float | None):
+    # What to try, unless the run says what applies to it (train.divergence_advice).
+    ADVICE = (
+        "Lower optimizer.lr, set optimizer.clip_norm, or standardize the features "
+        "(dataset.standardize=true)."
+    )
+
+    def __init__(
+        self,
+        step: int,
+        last_finite_step: int,
+        last_finite_loss: float | None,
+        advice: str | None = None,
+    ):
         self.step = step
         self.last_finite_step = last_finite_step
         self.last_finite_loss = last_finite_loss
+        self.advice = advice
         self.history = None  # the finite steps' RunResult, set by train._train
         super().__init__(
             f"training diverged: the loss became non-finite at step {step} "
             f"(last finite loss {last_finite_loss!r} at step {last_finite_step}). "
-            "Lower optimizer.lr, set optimizer.clip_norm, or standardize the features "
-            "(dataset.standardize=true)."
+            + (advice or self.ADVICE)
         )
 
     def __reduce__(self):
         # Pickled with its own arguments: a joblib worker sends a failed job's exception
         # back to the main process, which must be able to rebuild it (the history
         # stays behind: the run's files hold it).
-        return type(self), (self.step, self.last_finite_step, self.last_finite_loss)
+        return type(self), (self.step, self.last_finite_step, self.last_finite_loss, self.advice)

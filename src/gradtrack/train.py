@@ -150,7 +150,7 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
                     else (float(losses[done - 1]) if done else None)
                 )
                 trk.log_metrics({"last_finite_step": max(last, -1)})
-                diverged = DivergedError(done + first, last, last_loss)
+                diverged = DivergedError(done + first, last, last_loss, divergence_advice(cfg))
                 # Every finite step, for the run's files (run() logs them; not pickled)
                 end = done + first
                 losses[done:end], norms[done:end] = rec.losses[:first], rec.grad_norms[:first]
@@ -200,6 +200,21 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
         }
     )
     return result
+
+
+def divergence_advice(cfg: config.Config) -> str:
+    """What a diverged run can try, from what it was set to: no "set clip_norm" when it
+    clips already, no "standardize" for standardized data or a problem without any."""
+    o = cfg.optimizer
+    tips = [f"lower optimizer.lr (now {o.lr:g})"]
+    if o.clip_norm > 0:
+        tips.append(f"lower optimizer.clip_norm (now {o.clip_norm:g})")
+    else:
+        tips.append("set optimizer.clip_norm (e.g. optimizer.clip_norm=1.0)")
+    if cfg.dataset.name != "none" and not cfg.dataset.standardize:
+        tips.append("standardize the features (dataset.standardize=true)")
+    text = ", ".join(tips[:-1]) + f" or {tips[-1]}"
+    return text[0].upper() + text[1:] + "."
 
 
 def _kept(keep, start: int, n: int, series: dict[str, np.ndarray]):
