@@ -89,6 +89,16 @@ def test_a_diverged_run_keeps_its_files_up_to_the_last_finite_step(project, monk
         assert np.isfinite(h["grad_norm"][0]) and np.isinf(h["grad_norm"][-1])
 
 
+def test_a_diverged_run_exits_1_and_names_its_failed_run(project):
+    """Not 2, the status of bad input before any run: a script can tell them apart."""
+    out = run_cli(["+experiment=seed_linear", "optimizer.lr=1e6", *LEAN], project)
+    assert out.returncode == 1, out.stderr
+    [run] = mlflow_runs(project)
+    assert run.info.status == "FAILED"
+    assert f"MLflow run {run.info.run_id} (FAILED, experiment 'gradtrack')" in out.stderr
+    assert "training diverged" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_the_divergence_advice_names_only_what_the_run_can_still_change():
     from gradtrack.train import divergence_advice
 

@@ -15,7 +15,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from gradtrack import gc_schedule, interrupts, run_compose
 from gradtrack.config import register_configs
-from gradtrack.errors import GradtrackError
+from gradtrack.errors import DivergedError, GradtrackError
 
 PRINT_TRACE_MAX_STEPS = 200
 ENV_CONFIG_DIR = "GRADTRACK_CONFIG_DIR"
@@ -107,6 +107,15 @@ def print_summary(result, cfg) -> None:
             + (f", job {job})" if job else ")")
         )
     print("\n".join(lines), flush=True)
+
+
+def say_which_run(exc: BaseException, status: str, experiment: str | None = None) -> None:
+    """After a single run's error or stop: which MLflow run it ended, as a finished run's
+    last line names its run (train.run marks the exception with it)."""
+    run_id = getattr(exc, "gradtrack_run_id", None)
+    if run_id:
+        where = f", experiment '{experiment}'" if experiment else ""
+        print(f"MLflow run {run_id} ({status}{where})", file=sys.stderr)
 
 
 def _exit_now(code: int) -> None:
@@ -219,7 +228,9 @@ def _app(cfg: DictConfig) -> float | None:
     except Exception as exc:
         if not multirun and isinstance(exc, GradtrackError):
             print(f"gradtrack: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            say_which_run(exc, "FAILED", cfg.tracking.experiment)
+            # 1: the run failed; 2: bad input (config, data, store), before any run
+            sys.exit(1 if isinstance(exc, DivergedError) else 2)
         # In a sweep Hydra records the failed job and carries on with the others.
         if multirun and _in_joblib_worker(hc) and not _pickles(exc):
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
@@ -276,6 +287,7 @@ def main() -> float | None:
         interrupts.acknowledge()
         sigterm = isinstance(exc, interrupts.Terminated)
         print(f"gradtrack: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
+        say_which_run(exc, "KILLED")
         _finish_sweep(sigterm)  # a sweep's parent ends KILLED too
         from gradtrack.sweep_workers import release_pool
 

@@ -58,21 +58,26 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
     backend = get_backend(cfg.backend.name)
 
     tracker = open_tracker(cfg, root, overrides or [])
-    with tracker as trk:
-        # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
-        trk.log_params(config.result_params(plain))
-        trk.set_tags({**run_tags(cfg, ds), **decision.tags})  # fingerprint tags
-        if ds.X_raw is not None:  # (ds.frame would build a frame of every row)
-            trk.log_input(ds)
-        try:
-            result = _train(cfg, problem, backend, params0, ds, trk)
-        except DivergedError as exc:
-            keep_diverged(cfg, problem, ds, exc.history, trk, plain, overrides or [])
-            raise
-        result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
-        finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
-        if decision.enabled:  # a concurrent start trained it too: say so
-            trk.set_tags(reuse.mark_duplicates(cfg, root, trk.run_id, decision.fingerprint))
+    try:
+        with tracker as trk:
+            # Only what changes the result; config.yaml (an artifact) keeps the plumbing.
+            trk.log_params(config.result_params(plain))
+            trk.set_tags({**run_tags(cfg, ds), **decision.tags})  # fingerprint tags
+            if ds.X_raw is not None:  # (ds.frame would build a frame of every row)
+                trk.log_input(ds)
+            try:
+                result = _train(cfg, problem, backend, params0, ds, trk)
+            except DivergedError as exc:
+                keep_diverged(cfg, problem, ds, exc.history, trk, plain, overrides or [])
+                raise
+            result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
+            finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
+            if decision.enabled:  # a concurrent start trained it too: say so
+                trk.set_tags(reuse.mark_duplicates(cfg, root, trk.run_id, decision.fingerprint))
+    except BaseException as exc:
+        # The run this error ended (FAILED, or KILLED by a signal): the command names it
+        exc.gradtrack_run_id = getattr(tracker, "run_id", None)
+        raise
     return result
 
 
