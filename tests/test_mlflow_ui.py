@@ -208,14 +208,24 @@ def test_long_runs_that_settle_early_get_a_log_step_axis():
     assert not wants_log_steps(steps, np.full(steps.size, 3.0), log_y=False)  # flat
 
 
-def test_a_million_step_loss_curve_shows_its_fall_not_a_vertical_line(tmp_path):
+def test_a_million_step_loss_curve_shows_its_fall_not_a_vertical_line(tmp_path, monkeypatch):
     """On a linear step axis a curve that settles in 50 of 1e6 steps was a vertical line
     at step 0: the fall now spreads over the plot's width, in a run's loss_curve.png and
     a sweep's overlay; a short run stays linear."""
     from PIL import Image
 
+    from gradtrack import artifacts
     from gradtrack.artifacts import loss_curve, loss_overlay
     from gradtrack.tracking.budget import kept_steps
+
+    step_axes = []  # (scale, limits) of each loss_curve's step axis
+    real = artifacts.save_png
+
+    def keep(fig, path, **kw):
+        step_axes.append((fig.axes[0].get_xscale(), fig.axes[0].get_xlim()))
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(artifacts, "save_png", keep)
 
     def fall_width(png):  # columns where the curve is in the plot's upper half
         rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float) / 255
@@ -229,6 +239,9 @@ def test_a_million_step_loss_curve_shows_its_fall_not_a_vertical_line(tmp_path):
     loss_curve(long[:400], tmp_path / "short.png", "400 steps")  # the same figure, reused
     width, _ = fall_width(tmp_path / "short.png")
     assert width < image // 20  # linear again: steps 0..13 of 400 (symlog: a third)
+    (log_scale, (left, right)), (lin_scale, (lin_left, lin_right)) = step_axes
+    assert (log_scale, left) == ("symlog", 0) and right >= 999_999  # no negative steps
+    assert lin_scale == "linear" and lin_left < 0 and 399 <= lin_right < 500  # autoscaled
     steps = kept_steps(len(long), 1000)  # a sweep's overlay draws the stored points
     loss_overlay({"lr=0.1": (steps, long[steps])}, tmp_path / "sweep.png", "sweep")
     width, image = fall_width(tmp_path / "sweep.png")

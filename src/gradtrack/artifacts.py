@@ -56,12 +56,14 @@ def wants_log_steps(steps, losses, log_y: bool) -> bool:
     return early / whole >= LOG_STEPS_SHARE
 
 
-def set_step_axis(ax, log: bool) -> None:
-    """A symlog step axis (linear below step 1, so that step 0 is drawn) or a linear one."""
-    if log:
-        ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
-    else:
-        ax.set_xscale("linear")
+def use_log_steps(ax) -> None:
+    """Switch an autoscaled plot to a symlog step axis (linear below step 1, so that
+    step 0 is drawn), starting at step 0: the margin below it reached negative steps,
+    labelled -10^0 over the 0. Its linear part is a decade wide, so that 0 and 10^0
+    are not drawn over each other either."""
+    ax.set_xscale("symlog", linthresh=1.0, linscale=1.0)
+    ax.autoscale_view(scaley=False)  # the margins again, in the new scale
+    ax.set_xlim(left=0)
 
 
 def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
@@ -88,8 +90,11 @@ def loss_curve(losses: np.ndarray, path: Path, title: str) -> None:
     else:
         ax.set_autoscaley_on(True)  # (a reused figure's last run may have fixed them)
     ax.set_yscale("log" if log else "linear")
-    set_step_axis(ax, wants_log_steps(steps, losses[steps], log))
+    ax.set_xscale("linear")  # (a reused figure's last run may have had a log step axis)
+    ax.set_autoscalex_on(True)
     ax.autoscale_view()
+    if wants_log_steps(steps, losses[steps], log):
+        use_log_steps(ax)
     save_png(fig, path, title=(ax, title, {}))
 
 
@@ -309,8 +314,7 @@ def loss_overlay(
     if log:
         ax.set_yscale("log")
     if fitted and all(wants_log_steps(steps, losses, log) for steps, losses in fitted):
-        set_step_axis(ax, True)
-        ax.autoscale_view(scaley=False)  # the x margins again, in the new scale
+        use_log_steps(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
