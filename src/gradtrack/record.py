@@ -132,18 +132,20 @@ def finish(cfg, root, problem, ds: Dataset, result: RunResult, trk, plain, overr
         _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides)
 
 
-def keep_diverged(cfg, problem, ds, history: RunResult | None, trk, plain, overrides) -> None:
+def keep_diverged(cfg, problem, ds, diverged, trk, plain, overrides) -> None:
     """A diverged run's files, as a finished run's would be: config.yaml, overrides.txt,
-    and its finite steps' history.npz and plots (the curve up to where it blew up is
-    what a user opens the run for). No model, coefficients or baseline: there is no
-    result to keep. A failure here is only logged; the divergence is what the run
-    reports."""
+    and its finite steps' history.npz and plots, titled with the step it diverged at
+    (the curve up to where it blew up is what a user opens the run for). No model,
+    coefficients or baseline: there is no result to keep. A failure here is only
+    logged; the divergence (a DivergedError) is what the run reports."""
+    history = diverged.history
     if history is None or not len(history.losses):
         return  # not one finite step
     if not (cfg.tracking.enabled and cfg.tracking.log_artifacts):
         return
+    note = f"diverged at step {diverged.step}"
     try:
-        _log_artifacts(cfg, problem, ds, history, None, trk, plain, overrides)
+        _log_artifacts(cfg, problem, ds, history, None, trk, plain, overrides, note)
     except Exception as exc:
         log.warning("could not log the diverged run's files: %s", exc)
 
@@ -226,12 +228,13 @@ def _compresses(values: np.ndarray) -> bool:
     return len(zlib.compress(raw, 1)) < len(raw) // 2
 
 
-def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides) -> None:
+def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides, note="") -> None:
     import yaml
 
     from gradtrack import artifacts
 
     title = f"{cfg.model.name} · {cfg.backend.name} · {cfg.optimizer.name}"
+    title += f" · {note}" if note else ""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))

@@ -68,7 +68,7 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
             try:
                 result = _train(cfg, problem, backend, params0, ds, trk)
             except DivergedError as exc:
-                keep_diverged(cfg, problem, ds, exc.history, trk, plain, overrides or [])
+                keep_diverged(cfg, problem, ds, exc, trk, plain, overrides or [])
                 raise
             result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
             finish(cfg, root, problem, ds, result, trk, plain, overrides or [])
