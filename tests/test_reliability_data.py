@@ -166,8 +166,13 @@ def test_reliability_all_features_after_bom_have_clean_names(tmp_path):
 
 
 def test_reliability_path_does_not_exist_cli(project, tmp_path):
+    """A user's own file: check the path (gradtrack-data makes only the project's CSVs);
+    a sweep says it in the same words, for every job, before any run."""
     err = _cli_fails(project, tmp_path / "nope.csv")
-    assert "file not found" in err and "gradtrack-data" in err
+    assert "nope.csv: file not found. Check dataset.path" in err
+    assert "gradtrack-data" not in err
+    sweep = _cli_fails(project, tmp_path / "nope.csv", "-m", *LINEAR, "optimizer.lr=0.1,0.2")
+    assert "nope.csv: file not found. Check dataset.path" in sweep and "2 of 2 jobs" in sweep
 
 
 def test_reliability_default_data_missing_says_run_gradtrack_data(tmp_path, monkeypatch):

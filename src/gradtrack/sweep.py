@@ -127,10 +127,10 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
             continue
         path = resolve_path(project_root(obj), obj.dataset.path)
         if path is not None and not path.exists():
-            problems[
-                f"dataset.path: {path} does not exist. Run `gradtrack-data fetch` and "
-                "`gradtrack-data prepare`, or fix dataset.path."
-            ].append(label)
+            from gradtrack.data.sources import missing_file_hint
+
+            # the words a single run gets (data.schema.read_header)
+            problems[f"{path}: file not found. {missing_file_hint(path)}"].append(label)
             continue
         typed.append(obj)
     if problems:

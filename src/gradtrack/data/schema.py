@@ -80,10 +80,9 @@ def _ragged(path: Path, header: list[str], ragged: list[tuple[int, int, str]]) -
 def read_header(path: Path) -> list[str]:
     """The header's column names (stripped), after the file-level checks."""
     if not path.exists():
-        raise DataError(
-            f"{path}: file not found. Run `gradtrack-data` (or `make data`) to create the "
-            "project's CSVs, or point dataset.path at an existing file."
-        )
+        from gradtrack.data.sources import missing_file_hint
+
+        raise DataError(f"{path}: file not found. {missing_file_hint(path)}")
     if path.is_dir():
         raise DataError(f"{path}: is a directory; dataset.path must name a CSV file.")
     with path.open("rb") as fh:

@@ -48,3 +48,18 @@ CLASSIFICATION_COLUMNS = (
     "Age",
     "Class",
 )
+
+
+# The CSVs `gradtrack-data` prepares (data/prepare.py) from the raw files above.
+PREPARED_CSVS = ("regression.csv", "classification.csv", "nn_data.csv")
+
+
+def missing_file_hint(path) -> str:
+    """What to do about a dataset file that does not exist: make it, when it is one of
+    the CSVs `gradtrack-data` prepares; else point dataset.path at the file."""
+    if getattr(path, "name", "") in PREPARED_CSVS:
+        return (
+            "Run `gradtrack-data` (or `make data`) to fetch and prepare the project's "
+            "CSVs, or point dataset.path at an existing file."
+        )
+    return "Check dataset.path: it must name an existing CSV file."
