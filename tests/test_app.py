@@ -309,3 +309,34 @@ def test_config_dir_env_pointing_nowhere_is_an_input_error(project):
     out = run_cli(["epochs=1"], project, env={"GRADTRACK_CONFIG_DIR": str(project / "nope")})
     assert out.returncode == 2
     assert "GRADTRACK_CONFIG_DIR=" in out.stderr and "no config.yaml there" in out.stderr
+
+
+def test_a_long_run_without_a_terminal_prints_a_progress_line_every_30_seconds(monkeypatch, capsys):
+    """A batch job's log (SLURM, nohup, CI) has no terminal for the bar: a plain line
+    every LINE_SECONDS says how far the run is, and a short run prints none."""
+    from gradtrack import progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    with progress.Progress(10_000_000, label="lr=0.1") as bar:  # capsys: not a terminal
+        for _ in range(12):  # 12 chunks of 100,000 steps, 10 s each
+            clock[0] += 10.0
+            bar.update(100_000, 10.85)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "gradtrack: job lr=0.1: epoch 300,000 of 10,000,000 (3%), loss 10.85, "
+        "10,000 epochs/s, about 16 min 10 s left",
+        "gradtrack: job lr=0.1: epoch 600,000 of 10,000,000 (6%), loss 10.85, "
+        "10,000 epochs/s, about 15 min 40 s left",
+        "gradtrack: job lr=0.1: epoch 900,000 of 10,000,000 (9%), loss 10.85, "
+        "10,000 epochs/s, about 15 min 10 s left",
+        "gradtrack: job lr=0.1: epoch 1,200,000 of 10,000,000 (12%), loss 10.85, "
+        "10,000 epochs/s, about 14 min 40 s left",
+    ]
+    with progress.Progress(1000, enabled=True) as bar:  # 20 s in all: no line
+        clock[0] += 20.0
+        bar.update(1000, 1.0)
+    with progress.Progress(10_000_000, enabled=False) as bar:  # progress_min_epochs
+        clock[0] += 60.0
+        bar.update(100_000, 1.0)
+    assert capsys.readouterr().err == ""

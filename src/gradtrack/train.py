@@ -21,7 +21,7 @@ from gradtrack.errors import DivergedError
 from gradtrack.interrupts import uninterrupted
 from gradtrack.progress import Progress
 from gradtrack.record import RunResult, finish, keep_diverged, open_tracker, run_tags
-from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X
+from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X, current_job
 
 __all__ = ["RunResult", "first_chunk", "next_chunk", "run"]
 
@@ -124,7 +124,9 @@ def _train(cfg: config.Config, problem, backend, params0, ds, trk) -> RunResult:
     last_done: list = []
     t0 = last_send = time.perf_counter()
     with (
-        Progress(cfg.epochs, enabled=cfg.epochs >= cfg.progress_min_epochs) as bar,
+        Progress(
+            cfg.epochs, enabled=cfg.epochs >= cfg.progress_min_epochs, label=current_job()
+        ) as bar,
         _send_on_error(trk, unsent, last_done),
     ):
         while done < cfg.epochs:
