@@ -410,6 +410,9 @@ def test_signal_during_training_ends_the_run_killed_within_2s_with_the_steps_mad
     run = _client(project).get_run(run.info.run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["killed_by"] == sig.name
+    # what it was, to run it again (a local store: a copy within the 2 s)
+    files = {a.path for a in _client(project).list_artifacts(run.info.run_id)}
+    assert files == {"config.yaml", "overrides.txt"}
     steps = [m.step for m in _history(_client(project), run.info.run_id, "Training/loss")]
     kept = kept_steps(100_000_000, 1000).tolist()
     # The budgeted steps made so far, plus the last completed step.

@@ -150,6 +150,30 @@ def keep_diverged(cfg, problem, ds, diverged, trk, plain, overrides) -> None:
         log.warning("could not log the diverged run's files: %s", exc)
 
 
+def keep_stopped(cfg, trk, plain, overrides) -> None:
+    """A run stopped by Ctrl-C or SIGTERM keeps ``config.yaml`` and ``overrides.txt`` (what
+    it was, to run it again), when its artifacts are local files: a copy takes
+    milliseconds of the 2 s a signal allows, an upload to a server has no deadline. Its
+    curve so far is in the store; the history file and plots are left out (a long run's
+    history takes seconds to write, a first plot imports matplotlib)."""
+    if not (cfg.tracking.enabled and cfg.tracking.log_artifacts and trk.artifacts_are_local()):
+        return
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_config_files(Path(tmp), plain, overrides)
+            trk.log_artifacts(Path(tmp))
+    except Exception as exc:
+        log.warning("could not log the stopped run's config: %s", exc)
+
+
+def _write_config_files(d: Path, plain, overrides) -> None:
+    """``config.yaml`` (the full config, plumbing included) and ``overrides.txt``."""
+    import yaml
+
+    (d / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    (d / "overrides.txt").write_text("\n".join(overrides) + ("\n" if overrides else ""))
+
+
 def _once_per_check(m: dict[str, float]) -> dict[str, float]:
     """The final metrics without gradcheck/*: those are logged at the epochs checked."""
     return {k: v for k, v in m.items() if not k.startswith("gradcheck/")}
@@ -229,16 +253,13 @@ def _compresses(values: np.ndarray) -> bool:
 
 
 def _log_artifacts(cfg, problem, ds, result, baseline, trk, plain, overrides, note="") -> None:
-    import yaml
-
     from gradtrack import artifacts
 
     title = f"{cfg.model.name} · {cfg.backend.name} · {cfg.optimizer.name}"
     title += f" · {note}" if note else ""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        (d / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-        (d / "overrides.txt").write_text("\n".join(overrides) + ("\n" if overrides else ""))
+        _write_config_files(d, plain, overrides)
         _save_history(result, d / "history.npz")
         artifacts.loss_curve(result.losses, d / "loss_curve.png", title)
         if result.values is not None:

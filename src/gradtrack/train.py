@@ -18,9 +18,16 @@ from gradtrack import config
 from gradtrack.backends import get_backend
 from gradtrack.build import build_problem, build_trainer, prepare
 from gradtrack.errors import DivergedError
-from gradtrack.interrupts import uninterrupted
+from gradtrack.interrupts import Terminated, uninterrupted
 from gradtrack.progress import Progress
-from gradtrack.record import RunResult, finish, keep_diverged, open_tracker, run_tags
+from gradtrack.record import (
+    RunResult,
+    finish,
+    keep_diverged,
+    keep_stopped,
+    open_tracker,
+    run_tags,
+)
 from gradtrack.tracking.naming import STEP_GRAD_NORM, STEP_LOSS, STEP_X, current_job
 
 __all__ = ["RunResult", "first_chunk", "next_chunk", "run"]
@@ -69,6 +76,9 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
                 result = _train(cfg, problem, backend, params0, ds, trk)
             except DivergedError as exc:
                 keep_diverged(cfg, problem, ds, exc, trk, plain, overrides or [])
+                raise
+            except (KeyboardInterrupt, Terminated):
+                keep_stopped(cfg, trk, plain, overrides or [])
                 raise
             result.run_id, result.experiment_id = trk.run_id, trk.experiment_id
             finish(cfg, root, problem, ds, result, trk, plain, overrides or [])

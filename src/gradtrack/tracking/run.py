@@ -60,6 +60,9 @@ class NullRun:
     def flush(self, deadline: float | None = None) -> int:
         return 0
 
+    def artifacts_are_local(self) -> bool:
+        return False
+
 
 class TrackedRun:
     """An MLflow run driven through ``MlflowClient`` with metrics sent in batches."""
@@ -119,7 +122,16 @@ class TrackedRun:
                 f"tracking store {self.target.uri}: could not create a run ({exc})."
             ) from exc
         self.run_id = run.info.run_id
+        self.artifact_uri = run.info.artifact_uri
         return self
+
+    def artifacts_are_local(self) -> bool:
+        """Whether this run's artifacts are files on this machine (logging one is a copy,
+        not an upload without a deadline)."""
+        from urllib.parse import urlparse
+
+        uri = getattr(self, "artifact_uri", None)
+        return bool(uri) and urlparse(uri).scheme in ("", "file")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         from mlflow.entities import RunTag
