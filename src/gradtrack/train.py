@@ -86,7 +86,8 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
                 trk.set_tags(reuse.mark_duplicates(cfg, root, trk.run_id, decision.fingerprint))
     except BaseException as exc:
         # The run this error ended (FAILED, or KILLED by a signal): the command names it
-        exc.gradtrack_run_id = getattr(tracker, "run_id", None)
+        with suppress(Exception):  # (an exception type without attributes stays as is)
+            exc.gradtrack_run_id = getattr(tracker, "run_id", None)
         raise
     return result
 
