@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,10 @@ CLASSIFICATION_COLUMNS = (
 PREPARED_CSVS = ("regression.csv", "classification.csv", "nn_data.csv")
 
 
-def missing_file_hint(path) -> str:
+def missing_file_hint(path: Path) -> str:
     """What to do about a dataset file that does not exist: make it, when it is one of
     the CSVs `gradtrack-data` prepares; else point dataset.path at the file."""
-    if getattr(path, "name", "") in PREPARED_CSVS:
+    if path.name in PREPARED_CSVS:
         return (
             "Run `gradtrack-data` (or `make data`) to fetch and prepare the project's "
             "CSVs, or point dataset.path at an existing file."

@@ -87,6 +87,7 @@ class TrackedRun:
         self.run_name = run_name
         self.flush_every = flush_every
         self.run_id: str | None = None
+        self.artifact_uri: str | None = None  # set when the run is created
         self._pending = _PointQueue()
         # Params and tags wait for the next batch too: one store round trip carries
         # them with the metrics (the fixed cost of a run is mostly round trips).
@@ -130,7 +131,7 @@ class TrackedRun:
         not an upload without a deadline)."""
         from urllib.parse import urlparse
 
-        uri = getattr(self, "artifact_uri", None)
+        uri = self.artifact_uri
         return bool(uri) and urlparse(uri).scheme in ("", "file")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
