@@ -55,18 +55,50 @@ def test_a_process_unpickles_what_jobs_share_once_and_hands_each_job_the_same_ob
     assert list(sweep_workers._received) == [other.token]  # only the current one is kept
 
 
-def test_execute_job_gets_the_shared_objects_unpacked_pickled_or_not(monkeypatch, fresh_cache):
-    from hydra_plugins.hydra_joblib_launcher import _core
+class _Loader:
+    """A config loader that composes a job as its overrides and a Hydra job name."""
 
-    calls = []
-    monkeypatch.setattr(_core, "execute_job", lambda *args: calls.append(args) or "ret")
-    objects = ("context", "config", "task", {"instances": {}})
+    def load_sweep_config(self, master: str, overrides: list[str]):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(
+            {"hydra": {"job": {"name": "app"}}, "master": master, "o": overrides}
+        )
+
+
+class _Context:
+    config_loader = _Loader()
+
+
+def test_execute_job_gets_the_shared_objects_unpacked_pickled_or_not(monkeypatch, fresh_cache):
+    from hydra.core import utils
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+
+    runs, states = [], []
+    monkeypatch.setattr(utils, "run_job", lambda **kw: runs.append(kw) or "ret")
+    monkeypatch.setattr(Singleton, "set_state", staticmethod(states.append))
+
+    def set_config(self, cfg):  # run_job sets it; execute_job setting it too is a copy
+        raise AssertionError("HydraConfig set before run_job")
+
+    monkeypatch.setattr(HydraConfig, "set_config", set_config)
+    objects = (_Context(), "config", "task", {"instances": {}})
     shared = SharedArgs(objects)
     # n_jobs=1: joblib runs the job in this process, nothing is pickled
     assert execute_job_sharing(3, ["a=1"], shared) == "ret"
     function, args = pickle.loads(_task(4, shared))  # a worker
     assert function(*args) == "ret"
-    assert calls == [(3, ["a=1"], *objects), (4, ["x=4"], *objects)]
+    assert states == [{"instances": {}}] * 2
+    for run, num, overrides in zip(runs, (3, 4), (["a=1"], ["x=4"]), strict=True):
+        job = run["config"]
+        assert (job.master, list(job.o)) == ("config", overrides)
+        assert (job.hydra.job.id, job.hydra.job.num) == (f"app_{num}", num)
+        assert run["task_function"] == "task" and isinstance(run["hydra_context"], _Context)
+        assert (run["job_dir_key"], run["job_subdir_key"]) == (
+            "hydra.sweep.dir",
+            "hydra.sweep.subdir",
+        )
 
 
 def test_the_launchers_jobs_carry_one_shared_argument_per_launch(monkeypatch):

@@ -146,14 +146,16 @@ runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
 """
 
 
-def test_each_job_is_composed_once_and_runs_its_own_config(project):
-    """check_jobs' composition is reused by the sweeper's check and the launcher."""
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_each_job_is_composed_once_and_runs_its_own_config(project, launcher):
+    """check_jobs' composition is reused by the sweeper's check and the launcher (joblib:
+    its workers load it, and set up each job as Hydra's joblib launcher does)."""
     import yaml
 
     count = project / "composed.txt"
     lrs = ("0.01", "0.05", "0.1")
     res = subprocess.run(
-        [sys.executable, "-c", _COUNT_COMPOSE, str(count), "-m", *QUICK]
+        [sys.executable, "-c", _COUNT_COMPOSE, str(count), "-m", *QUICK, *launcher]
         + [f"optimizer.lr={','.join(lrs)}", "hydra.sweep.dir=multirun/s"],
         cwd=project,
         capture_output=True,
@@ -170,6 +172,9 @@ def test_each_job_is_composed_once_and_runs_its_own_config(project):
         assert yaml.safe_load((job / "config.yaml").read_text())["optimizer"]["lr"] == float(lr)
         hydra_cfg = yaml.safe_load((job / "hydra.yaml").read_text())["hydra"]
         assert hydra_cfg["job"]["num"] == num
+        # each launcher's own job id: the basic one's is the number
+        name = hydra_cfg["job"]["name"]
+        assert hydra_cfg["job"]["id"] == (f"{name}_{num}" if launcher else str(num))
         assert f"optimizer.lr={lr}" in hydra_cfg["overrides"]["task"]
         assert by_lr[lr].data.tags["overrides"].endswith(f"optimizer.lr={lr}")
 
