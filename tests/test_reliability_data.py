@@ -175,6 +175,20 @@ def test_reliability_path_does_not_exist_cli(project, tmp_path):
     assert "nope.csv: file not found. Check dataset.path" in sweep and "2 of 2 jobs" in sweep
 
 
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_reliability_bad_file_stops_a_sweep_before_any_job(project, tmp_path, launcher):
+    """A file that exists but that no job can read is found by the sweep's check, in
+    the words a single run gets (a job's failure, exit 1, Hydra's warning that the
+    sweep's callback raised, before)."""
+    path = _csv(tmp_path, "mpg,cylinders\n18,8\nabc,4\n")
+    single = _cli_fails(project, path)
+    reason = single.splitlines()[0].removeprefix("gradtrack: error: ")
+    assert "non-numeric values ('abc') at line 3" in reason
+    sweep = _cli_fails(project, path, "-m", *LINEAR, "optimizer.lr=0.1,0.2", *launcher)
+    assert "sweep not started: 2 of 2 jobs" in sweep and reason in sweep, sweep
+    assert "Warning" not in sweep and "Launching" not in sweep, sweep
+
+
 def test_reliability_default_data_missing_says_run_gradtrack_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a project without data/
     with pytest.raises(DataError) as err:

@@ -88,18 +88,24 @@ def expand_sweep(config: DictConfig) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) -> list[Any]:
-    """Compose every job's config exactly as the launcher will, and validate it.
+def check_jobs(
+    config: DictConfig, jobs: list[list[str]], keep: bool = False
+) -> tuple[list[Any], dict[str, str | None]]:
+    """Compose every job's config exactly as the launcher will, validate it, and read
+    its data as the job will (each distinct dataset once).
 
-    Returns the typed configs; raises SweepConfigError naming every bad job. With
-    ``keep`` (the jobs the launcher will run), each composition is kept for the
-    sweeper and launcher to reuse (gradtrack.sweep_compose).
+    Returns the typed configs and the digest of each dataset they read, by
+    ``resume.dataset_key``; raises SweepConfigError naming every bad job, with the
+    words a single run gets for a bad config or data file. With ``keep`` (the jobs the
+    launcher will run), each composition is kept for the sweeper and launcher to reuse
+    (gradtrack.sweep_compose).
     """
     from hydra.core.global_hydra import GlobalHydra
 
     from gradtrack.config import project_root, resolve_path, validate
     from gradtrack.hydra_errors import explain
     from gradtrack.sweep_compose import ComposeMemo
+    from gradtrack.tracking.resume import dataset_key
 
     loader = GlobalHydra.instance().config_loader()
     compose = loader.load_sweep_config
@@ -112,6 +118,8 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
         compose = memo.keep
     problems: defaultdict[str, list[str]] = defaultdict(list)  # message -> its jobs
     typed: list[Any] = []
+    # dataset_key -> the data's digest, or why it cannot be read
+    data: dict[str, str | None | Exception] = {}
     for i, job in enumerate(jobs):
         label = f"job #{i} ({' '.join(job)})"
         try:
@@ -132,6 +140,12 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
             # the words a single run gets (data.schema.read_header)
             problems[f"{path}: file not found. {missing_file_hint(path)}"].append(label)
             continue
+        key = dataset_key(obj)
+        if key not in data:
+            data[key] = _read_data(obj, path)
+        if isinstance(data[key], Exception):
+            problems[str(data[key])].append(label)
+            continue
         typed.append(obj)
     if problems:
         bad = sum(len(labels) for labels in problems.values())
@@ -141,7 +155,23 @@ def check_jobs(config: DictConfig, jobs: list[list[str]], keep: bool = False) ->
             + "\n  - ".join(_jobs_with(labels) + f": {msg}" for msg, labels in problems.items())
             + "\nFix the sweep value(s) named above and rerun."
         )
-    return typed
+    return typed, {k: v for k, v in data.items() if not isinstance(v, Exception)}
+
+
+def _read_data(obj: Any, path: Path | None) -> str | None | Exception:
+    """The digest of a job's data, read and checked as the job will read it, or the
+    error that stops the job: a bad file is found before any job runs, in the words a
+    single run gets."""
+    from gradtrack.data.load import load_dataset
+    from gradtrack.errors import GradtrackError
+    from gradtrack.hydra_errors import explain
+
+    try:
+        return load_dataset(obj.dataset, path, obj.dataset.task).digest
+    except GradtrackError as exc:
+        return exc
+    except Exception as exc:  # an unreadable file: OSError, a decoding error, ...
+        return ConfigError(explain(exc) or f"{path}: {_first_lines(exc)}")
 
 
 def _jobs_with(labels: list[str]) -> str:
@@ -203,7 +233,9 @@ class MlflowSweepCallback(Callback):
     def _start(self, config: DictConfig) -> None:
         jobs = expand_sweep(config)
         try:
-            typed = check_jobs(config, jobs or sweeper_validation_jobs(config), keep=bool(jobs))
+            typed, data_digests = check_jobs(
+                config, jobs or sweeper_validation_jobs(config), keep=bool(jobs)
+            )
         except SweepConfigError as exc:
             # Hydra turns exceptions raised by callbacks into warnings and carries on;
             # SystemExit is not an Exception, so it really stops the sweep here.
@@ -216,7 +248,7 @@ class MlflowSweepCallback(Callback):
             return
         from gradtrack.tracking import resume
 
-        self.sweep_fingerprint = resume.sweep_fingerprint(config, typed, bool(jobs))
+        self.sweep_fingerprint = resume.sweep_fingerprint(config, typed, bool(jobs), data_digests)
         self.invocation = resume.new_invocation()
         self._open_parent(first, config)
 

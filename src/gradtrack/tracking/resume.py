@@ -31,27 +31,27 @@ COUNT_TAGS = {
 }
 
 
-def job_fingerprints(typed: list[Any]) -> list[str]:
-    """Each job's run fingerprint, computed exactly as the job will (data read once
-    per distinct dataset)."""
+def dataset_key(obj: Any) -> str:
+    """What a job's data is read from: its dataset settings and the file they name
+    (jobs with the same key read the same data)."""
     from gradtrack.config import project_root, resolve_path
-    from gradtrack.data.load import load_dataset
 
-    digests: dict[str, str | None] = {}
-    out = []
-    for obj in typed:
-        d = obj.dataset
-        path = resolve_path(project_root(obj), d.path)
-        key = json.dumps([repr(d), str(path)])
-        if key not in digests:
-            digests[key] = load_dataset(d, path, d.task).digest
-        out.append(fingerprints.of_config(obj, digests[key]))
-    return out
+    path = resolve_path(project_root(obj), obj.dataset.path)
+    return json.dumps([repr(obj.dataset), str(path)])
 
 
-def sweep_fingerprint(config: Any, typed: list[Any], expanded: bool) -> str:
+def job_fingerprints(typed: list[Any], data_digests: dict[str, str | None]) -> list[str]:
+    """Each job's run fingerprint, computed exactly as the job will, from the digest of
+    its data by ``dataset_key`` (sweep.check_jobs reads each distinct dataset once)."""
+    return [fingerprints.of_config(obj, data_digests[dataset_key(obj)]) for obj in typed]
+
+
+def sweep_fingerprint(
+    config: Any, typed: list[Any], expanded: bool, data_digests: dict[str, str | None]
+) -> str:
     """The sweep's identity (module docstring). ``expanded``: ``typed`` is the full job
-    list (basic sweeper); otherwise only validation samples of a search."""
+    list (basic sweeper); otherwise only validation samples of a search.
+    ``data_digests``: see job_fingerprints."""
     from omegaconf import OmegaConf
 
     sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
@@ -60,7 +60,7 @@ def sweep_fingerprint(config: Any, typed: list[Any], expanded: bool) -> str:
         "metric": str(OmegaConf.select(config, "sweep_metric", default="final_loss")),
     }
     if expanded:
-        return fingerprints.sweep_fingerprint(job_fingerprints(typed), extra)
+        return fingerprints.sweep_fingerprint(job_fingerprints(typed, data_digests), extra)
     task = sorted(str(o) for o in OmegaConf.to_container(config.hydra.overrides.task))
     task = [o for o in task if o.split("=", 1)[0] not in _budget_overrides()]
     sweeper = {k: v for k, v in sweeper.items() if k not in OPTUNA_BUDGET_KEYS}
