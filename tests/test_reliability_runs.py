@@ -246,6 +246,28 @@ def test_reliability_tracking_root_not_writable(project, monkeypatch):
     assert blocker.read_text() == "not a folder\n"
 
 
+@pytest.mark.parametrize("store", ["server", "folder"])
+def test_reliability_sweep_whose_store_cannot_open_stops_before_any_job(project, store):
+    """As a single run: exit 2 and the store's own message. Hydra turned the parent's
+    error into a warning and launched every job, each to fail the same way (exit 1)."""
+    if store == "server":
+        uri = f"http://127.0.0.1:{_closed_port()}"
+        where, named = [f"tracking.uri={uri}"], uri
+    else:
+        (project / "blocker").write_text("not a folder\n")
+        where, named = ["tracking.root=blocker/mlruns"], "blocker"
+    out = run_cli(
+        ["-m", "+experiment=seed_fence", "backend=numpy", "seed=1,2", *where],
+        project,
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "gradtrack: error: sweep not started: " in out.stderr and named in out.stderr
+    assert "Traceback" not in out.stderr and "Warning" not in out.stderr, out.stderr
+    assert "Launching" not in out.stdout + out.stderr
+    assert not (project / "mlruns").exists()
+
+
 @pytest.mark.parametrize(
     "backend",
     ["numpy", "torch", pytest.param("tensorflow", marks=pytest.mark.slow)],

@@ -34,7 +34,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradtrack.errors import ConfigError
+from gradtrack.errors import ConfigError, GradtrackError
 from gradtrack.tracking.naming import ENV_OVERRIDES, ENV_SWEPT, STEP_LOSS, job_label
 
 ENV_PARENT = "GRADTRACK_PARENT_RUN_ID"
@@ -226,6 +226,12 @@ class MlflowSweepCallback(Callback):
         warming = prewarm(config)  # joblib: workers import while the jobs are checked
         try:
             self._start(config)
+        except GradtrackError as exc:
+            # The store cannot be opened (an unreachable server, an unwritable folder):
+            # input, as for a single run. Hydra would turn any exception raised here into
+            # a warning and launch every job anyway, each to fail the same way.
+            print(f"gradtrack: error: sweep not started: {exc}", file=sys.stderr)
+            sys.exit(2)
         finally:
             if warming is not None:
                 warming()
