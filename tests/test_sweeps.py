@@ -193,10 +193,15 @@ def test_each_job_is_composed_once_and_runs_its_own_config(project, launcher):
         ("optimizer.lrr=0.1,0.2,0.3,0.4", "4 jobs (job #0 ("),
         ("optimizer.lrr=0.1,0.2,0.3,0.4", "optimizer.lrr=0.3); and 1 more): optimizer.lrr: "),
         ("optimizer.lrr=0.1,0.2,0.3,0.4", "unknown key in optimizer. Did you mean 'lr'?"),
+        # joblib says it only once its launcher starts, after the parent run exists
+        (
+            "hydra/launcher=joblib hydra.launcher.n_jobs=0 optimizer.lr=0.1,0.2",
+            "hydra.launcher.n_jobs=0: no worker would run the jobs",
+        ),
     ],
 )
 def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
-    res = run_cli(["-m", "epochs=5", bad], project)
+    res = run_cli(["-m", "epochs=5", *bad.split()], project)
     assert res.returncode == 2
     assert named in res.stderr
     assert "sweep not started" in res.stderr

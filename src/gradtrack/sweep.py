@@ -221,8 +221,12 @@ class MlflowSweepCallback(Callback):
 
     # -- Hydra hooks -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from gradtrack.sweep_workers import prewarm
+        from gradtrack.sweep_workers import launcher_problem, prewarm
 
+        problem = launcher_problem(config)
+        if problem is not None:
+            print(f"gradtrack: error: sweep not started: {problem}", file=sys.stderr)
+            sys.exit(2)
         warming = prewarm(config)  # joblib: workers import while the jobs are checked
         try:
             self._start(config)

@@ -89,6 +89,19 @@ def joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
     return cfg
 
 
+def launcher_problem(config: DictConfig) -> str | None:
+    """What makes a joblib sweep's launcher settings unusable, or None. Joblib itself
+    says it only once the launcher starts, after the sweep's parent run exists, with a
+    traceback and every job left not run."""
+    kwargs = joblib_kwargs(config)
+    if kwargs is not None and kwargs["n_jobs"] == 0:
+        return (
+            "hydra.launcher.n_jobs=0: no worker would run the jobs. Set a number of "
+            "workers (2), or -1 for one per CPU."
+        )
+    return None
+
+
 def modules_for(config: DictConfig) -> list[str]:
     """What the jobs of a sweep import on their first run (never an unused framework)."""
     mods = ["gradtrack.cli", "gradtrack.train", "hydra_plugins.hydra_joblib_launcher._core"]
