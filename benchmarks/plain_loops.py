@@ -35,6 +35,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# the kernels gradtrack's TensorFlow backend uses (gradtrack.backends.prepare_tensorflow),
+# whatever this CPU's default: the loops are compared on the same ones
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 TARGET = 1.10
 FIT = ["dataset.features=[]", "dataset.standardize=true", "backend.dtype=float64"]

@@ -12,6 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
+# Tests that import TensorFlow themselves get the settings gradtrack's backend uses,
+# whichever test imports it first.
+from gradtrack.backends import prepare_tensorflow  # noqa: E402
+
+prepare_tensorflow()
+
 
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory) -> Path:

@@ -292,9 +292,9 @@ def gpu_visible(backend: str) -> bool:
         import torch
 
         return torch.cuda.is_available()
-    import os
+    from gradtrack.backends import prepare_tensorflow
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_tensorflow()
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

@@ -7,11 +7,12 @@ operation; ``backend.eager=true`` runs the same code eagerly for debugging.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's start-up banner
+from gradtrack.backends import prepare_tensorflow
+
+prepare_tensorflow()  # before the import: its log level and kernels
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
