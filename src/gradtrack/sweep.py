@@ -28,7 +28,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
@@ -163,7 +163,6 @@ def _read_data(obj: Any, path: Path | None) -> str | None | Exception:
     error that stops the job: a bad file is found before any job runs, in the words a
     single run gets."""
     from gradtrack.data.load import load_dataset
-    from gradtrack.errors import GradtrackError
     from gradtrack.hydra_errors import explain
 
     try:
@@ -197,6 +196,12 @@ def _first_lines(exc: BaseException, n: int = 12) -> str:
     return "\n    ".join(text.splitlines()[:n])
 
 
+def _refuse(message: str) -> NoReturn:
+    """Stop a sweep that must not start: its input is wrong (exit 2, as a single run)."""
+    print(f"gradtrack: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 class MlflowSweepCallback(Callback):
     """Groups a Hydra multirun under one MLflow parent run (see module docstring)."""
 
@@ -225,8 +230,7 @@ class MlflowSweepCallback(Callback):
 
         problem = launcher_problem(config)
         if problem is not None:
-            print(f"gradtrack: error: sweep not started: {problem}", file=sys.stderr)
-            sys.exit(2)
+            _refuse(f"sweep not started: {problem}")
         warming = prewarm(config)  # joblib: workers import while the jobs are checked
         try:
             self._start(config)
@@ -234,8 +238,7 @@ class MlflowSweepCallback(Callback):
             # The store cannot be opened (an unreachable server, an unwritable folder):
             # input, as for a single run. Hydra would turn any exception raised here into
             # a warning and launch every job anyway, each to fail the same way.
-            print(f"gradtrack: error: sweep not started: {exc}", file=sys.stderr)
-            sys.exit(2)
+            _refuse(f"sweep not started: {exc}")
         finally:
             if warming is not None:
                 warming()
@@ -249,8 +252,7 @@ class MlflowSweepCallback(Callback):
         except SweepConfigError as exc:
             # Hydra turns exceptions raised by callbacks into warnings and carries on;
             # SystemExit is not an Exception, so it really stops the sweep here.
-            print(f"gradtrack: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            _refuse(str(exc))
         self.jobs = [" ".join(j) for j in jobs]
         self.swept = swept_keys(jobs) if jobs else None
         first = typed[0] if typed else OmegaConf.to_object(_without_hydra(config))
