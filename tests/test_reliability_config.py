@@ -61,6 +61,12 @@ def test_reliability_required_value_missing_cli(project):
         (["+experiment=seed_lineer"], ["experiment=seed_lineer", "seed_linear"]),
         (["experiment=seed_linear"], ["+experiment=<name>"]),
         (["modell=linear"], ["modell: unknown key", "Did you mean 'model'"]),
+        # + adds a key the schema lacks; the run would ignore it under its name
+        (
+            ["+optimizer.momentun=0.5"],
+            ["optimizer.momentun: no such setting (did you mean optimizer.momentum?)"],
+        ),
+        (["+bogus=3"], ["bogus: no such setting", "without '+'"]),
         (["epochs=1.5"], ["epochs", "'1.5'", "whole number"]),
         (["steps=200"], ["steps: renamed to epochs", "epochs=N"]),
         (["dataset.features=nope"], ["dataset.features", "dataset.features=[a,b]"]),

@@ -198,6 +198,22 @@ def test_each_job_is_composed_once_and_runs_its_own_config(project, launcher):
             "hydra/launcher=joblib hydra.launcher.n_jobs=0 optimizer.lr=0.1,0.2",
             "hydra.launcher.n_jobs=0: no worker would run the jobs",
         ),
+        # ... and so it does for any setting it refuses (a traceback, then every job
+        # left not run under a FAILED parent)
+        (
+            "hydra/launcher=joblib hydra.launcher.prefer=xyz optimizer.lr=0.1,0.2",
+            "hydra.launcher.prefer=xyz: prefer=xyz is not a valid backend hint",
+        ),
+        (
+            "hydra/launcher=joblib hydra.launcher.max_nbytes=abc optimizer.lr=0.1,0.2",
+            "hydra.launcher.max_nbytes=abc: Invalid literal for size",
+        ),
+        (
+            "hydra/launcher=joblib hydra.launcher.pre_dispatch=abc optimizer.lr=0.1,0.2",
+            "hydra.launcher.pre_dispatch=abc: 'abc' is not a valid",
+        ),
+        # a key added with + that the schema lacks would be dropped without a word
+        ("+optimizer.momentun=0.5,0.6", "optimizer.momentun: no such setting"),
     ],
 )
 def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):

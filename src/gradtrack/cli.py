@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from gradtrack import gc_schedule, interrupts, run_compose
-from gradtrack.config import register_configs
+from gradtrack.config import register_configs, to_typed
 from gradtrack.errors import DivergedError, GradtrackError
 
 PRINT_TRACE_MAX_STEPS = 200
@@ -211,7 +211,7 @@ def _app(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     interrupts.install()
     try:
-        obj = OmegaConf.to_object(cfg)
+        obj = to_typed(cfg)
         result = train.run(obj, list(hc.overrides.task))
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
         if multirun and _in_joblib_worker(hc):

@@ -8,6 +8,9 @@ before any data is read or any MLflow run exists.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,14 +240,55 @@ def compose(overrides: list[str] | tuple[str, ...] = (), conf_dir: str | Path | 
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
 
     if conf_dir is None:
         from gradtrack.cli import CONF_DIR as conf_dir
     register_configs()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return to_typed(cfg)
+
+
+def to_typed(cfg: Any) -> Config:
+    """The composed DictConfig as a typed Config, refusing keys the schema lacks.
+
+    Hydra's ``+key=value`` adds a key even where the schema has none, and
+    ``OmegaConf.to_object`` then drops it without a word: ``+optimizer.momentun=0.5``
+    trained with the default momentum under a run named "momentun=0.5".
+    """
+    from omegaconf import OmegaConf
+
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(
+            "; ".join(unknown) + ". gradtrack reads no such key, so its value would be "
+            "ignored: remove it, or set an existing key without '+'."
+        )
     return OmegaConf.to_object(cfg)
+
+
+def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> list[str]:
+    """One line per key of ``cfg`` (a DictConfig, ``hydra`` aside) that ``schema``
+    has no field for, with the nearest field's name when there is one."""
+    from omegaconf import DictConfig
+
+    hints = typing.get_type_hints(schema)
+    out: list[str] = []
+    for key in cfg:
+        name = str(key)
+        if not prefix and name == "hydra":
+            continue
+        if name not in hints:
+            near = difflib.get_close_matches(name, list(hints), n=1)
+            out.append(
+                f"{prefix}{name}: no such setting"
+                + (f" (did you mean {prefix}{near[0]}?)" if near else "")
+            )
+            continue
+        node = cfg._get_node(name)
+        if dataclasses.is_dataclass(hints[name]) and isinstance(node, DictConfig):
+            out += unknown_keys(node, hints[name], f"{prefix}{name}.")
+    return out
 
 
 def register_configs() -> None:

@@ -102,7 +102,7 @@ def check_jobs(
     """
     from hydra.core.global_hydra import GlobalHydra
 
-    from gradtrack.config import project_root, resolve_path, validate
+    from gradtrack.config import project_root, resolve_path, to_typed, validate
     from gradtrack.hydra_errors import explain
     from gradtrack.sweep_compose import ComposeMemo
     from gradtrack.tracking.resume import dataset_key
@@ -127,7 +127,7 @@ def check_jobs(
             if "hydra" in cfg:  # the memo's keep leaves it out already
                 with open_dict(cfg):
                     del cfg["hydra"]
-            obj = OmegaConf.to_object(cfg)
+            obj = to_typed(cfg)
             validate(obj)
         except Exception as exc:  # Hydra/OmegaConf raise many types; the text says what
             # gradtrack's own message, as a single run gets it, where there is one

@@ -94,12 +94,45 @@ def launcher_problem(config: DictConfig) -> str | None:
     says it only once the launcher starts, after the sweep's parent run exists, with a
     traceback and every job left not run."""
     kwargs = joblib_kwargs(config)
-    if kwargs is not None and kwargs["n_jobs"] == 0:
+    if kwargs is None:
+        return None
+    if kwargs["n_jobs"] == 0:
         return (
             "hydra.launcher.n_jobs=0: no worker would run the jobs. Set a number of "
             "workers (2), or -1 for one per CPU."
         )
+    return _joblib_setting_problem(kwargs)
+
+
+def _joblib_setting_problem(kwargs: dict[str, Any]) -> str | None:
+    """The first launcher setting joblib.Parallel refuses, in joblib's words, or None.
+
+    Each setting that is not the launcher's default is tried alone, so that the
+    message names it (joblib's own does not always: ``max_nbytes=abc`` gives "Invalid
+    literal for size"). Building a Parallel starts no worker.
+    """
+    from joblib import Parallel
+
+    for key, value in kwargs.items():
+        if key in ("n_jobs", "backend") or value == _HYDRA_JOBLIB_DEFAULTS.get(key):
+            continue
+        try:
+            Parallel(**{**_HYDRA_JOBLIB_DEFAULTS, "backend": "loky", key: value})
+            if key == "pre_dispatch" and isinstance(value, str) and value != "all":
+                _pre_dispatch_amount(value)  # joblib evaluates it only once jobs start
+        except Exception as exc:
+            return (
+                f"hydra.launcher.{key}={value}: {str(exc).rstrip('.')}. Fix or remove the setting "
+                "(joblib.Parallel's documentation lists its values)."
+            )
     return None
+
+
+def _pre_dispatch_amount(expression: str) -> int:
+    """How many jobs joblib would dispatch at first for an expression like 2*n_jobs."""
+    from joblib._utils import eval_expr  # what joblib.Parallel itself uses
+
+    return int(eval_expr(expression.replace("n_jobs", "2")))
 
 
 def modules_for(config: DictConfig) -> list[str]:
