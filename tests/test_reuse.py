@@ -286,6 +286,33 @@ def test_rerun_sweep_reuses_every_job_and_a_changed_list_is_a_new_sweep(project)
     assert all(c.data.params.get("optimizer.lr") for c in refs)  # params copied too
 
 
+def test_jobs_that_differ_only_in_plumbing_train_once_and_both_finish(project):
+    """log_every=1,10: one fingerprint. The second job is answered by the first job's
+    run through a reference child of its own; before, it was answered by that child
+    itself, and the summary found no run for it (parent FAILED, exit 0)."""
+    res = run_cli(["-m", *QUICK, "log_every=1,10"], project)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "2/2 jobs finished" in res.stdout
+    [parent], children = _sweep_runs(project)
+    assert parent.info.status == "FINISHED"
+    by_overrides = {c.data.tags["overrides"].split()[-1]: c for c in children}
+    assert sorted(by_overrides) == ["log_every=1", "log_every=10"]
+    trained, ref = by_overrides["log_every=1"], by_overrides["log_every=10"]
+    assert {trained.info.status, ref.info.status} == {"FINISHED"}
+    assert ref.data.tags["reused_from"] == trained.info.run_id
+    assert parent.data.tags["sweep_jobs_reused"] == "1"
+
+
+def test_a_sweep_whose_parent_ends_failed_exits_nonzero(project):
+    """No job raised, but the sweep did not do what was asked (nothing to register):
+    the parent is FAILED and so is the command."""
+    res = run_cli(["-m", *QUICK, "optimizer.lr=0.01,0.02", "tracking.register_best=quad"], project)
+    assert res.returncode == 1, res.stdout + res.stderr[-2000:]
+    assert "nothing registered" in res.stderr
+    [parent], _ = _sweep_runs(project)
+    assert parent.info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_best_job_reused_from_another_sweep_registers_the_model_that_trained(project):
     """register_best when the best job is a reference child: the original's LoggedModel

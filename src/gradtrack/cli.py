@@ -281,7 +281,11 @@ def main() -> float | None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with run_compose.once():  # Hydra would compose a single run's config twice
-            return _app()
+            result = _app()
+        sweep = sys.modules.get("gradtrack.sweep")  # ended_status: None but after a sweep
+        if sweep is not None and sweep.ended_status == "FAILED":
+            sys.exit(1)  # its last line, already printed, says which jobs and why
+        return result
     except (KeyboardInterrupt, interrupts.Terminated) as exc:
         # The run is already ended KILLED with its metrics flushed; say so briefly.
         interrupts.acknowledge()

@@ -391,7 +391,8 @@ class MlflowSweepCallback(Callback):
                 status = "FAILED"
         finally:
             client.set_terminated(self.parent_run_id, status=status)
-            global _ACTIVE
+            global _ACTIVE, ended_status
+            ended_status = status
             if _ACTIVE is self:
                 _ACTIVE = None
 
@@ -459,6 +460,11 @@ class MlflowSweepCallback(Callback):
 # -- hooks for sweepers that choose their jobs as they go (the Optuna sweeper) ------
 
 _ACTIVE: MlflowSweepCallback | None = None  # this process's sweep, once its parent exists
+
+
+# The status the last sweep of this process ended its parent with (None: none ended).
+# The command exits 1 when it is FAILED, even if no job raised (a job without a run).
+ended_status: str | None = None
 
 
 def active_sweep() -> MlflowSweepCallback | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradtrack.tracking import fingerprint as fingerprints
+from gradtrack.tracking.naming import ENV_OVERRIDES
 
 REUSED_FROM = "reused_from"  # on a reference child: the run that trained this config
 DUPLICATE_OF = "duplicate_of"  # on a run: FINISHED/RUNNING runs with the same fingerprint
@@ -97,19 +98,34 @@ def find_matches(client: Any, experiment_id: str, fp: str) -> list[Any]:
     )
 
 
-def choose(runs: list[Any], parent: str | None) -> Any:
-    """The FINISHED run that answers: the sweep's own child, then a trained run
-    (not a reference), then a reference child; earliest first within each."""
+def choose(runs: list[Any], parent: str | None, overrides: str | None = None) -> Any:
+    """The FINISHED run that answers: this job's own child in the sweep, then a trained
+    run (not a reference), then a reference child; earliest first within each."""
     done = [r for r in runs if r.info.status == "FINISHED"]
     if not done:
         return None
 
     def rank(r: Any) -> tuple:
-        tags = r.data.tags
-        own = parent is not None and tags.get("mlflow.parentRunId") == parent
-        return (not own, REUSED_FROM in tags, r.info.start_time or 0)
+        return (
+            not is_own_child(r, parent, overrides),
+            REUSED_FROM in r.data.tags,
+            r.info.start_time or 0,
+        )
 
     return min(done, key=rank)
+
+
+def is_own_child(run: Any, parent: str | None, overrides: str | None) -> bool:
+    """Whether ``run`` is the sweep's child for this very job (a resumed sweep), which
+    answers as it is. Another job's child with the same fingerprint (jobs that differ
+    only in plumbing, e.g. ``log_every=1,10``) answers through a reference child, or
+    the summary would find no run for this job."""
+    tags = run.data.tags
+    return (
+        parent is not None
+        and tags.get("mlflow.parentRunId") == parent
+        and (overrides is None or tags.get("overrides") == overrides)
+    )
 
 
 def decide(cfg: Any, root: Any, plain: dict[str, Any], data_digest: str | None) -> Decision:
@@ -132,7 +148,8 @@ def decide(cfg: Any, root: Any, plain: dict[str, Any], data_digest: str | None) 
         return d
     d.lookup_seconds = time.perf_counter() - t0
     parent = os.environ.get(ENV_PARENT) or None
-    match = choose(runs, parent)
+    overrides = os.environ.get(ENV_OVERRIDES) or None
+    match = choose(runs, parent, overrides)
     if match is None:
         busy = [r.info.run_id for r in runs if r.info.status == "RUNNING"]
         if busy:
@@ -142,7 +159,7 @@ def decide(cfg: Any, root: Any, plain: dict[str, Any], data_digest: str | None) 
     d.metrics = dict(match.data.metrics)
     d.run_id = match.info.run_id
     original = match.data.tags.get(REUSED_FROM, match.info.run_id)
-    if parent and match.data.tags.get("mlflow.parentRunId") != parent:
+    if parent and not is_own_child(match, parent, overrides):
         d.run_id = record_reference(client, exp_id, parent, match, original, d.tags)
     _announce(cfg, match, original, d)
     return d
@@ -183,7 +200,7 @@ def record_reference(
     tags.pop(CONCURRENT_WITH, None)
     for tag, var in (
         ("sweep_id", "GRADTRACK_SWEEP_ID"),
-        ("overrides", "GRADTRACK_JOB_OVERRIDES"),
+        ("overrides", ENV_OVERRIDES),
         (INVOCATION_TAG, ENV_INVOCATION),
     ):
         if os.environ.get(var):
