@@ -6,6 +6,7 @@ folder, against a real SQLite store (and, for Ray, a real local Ray head).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -422,6 +423,80 @@ def test_a_stopped_joblib_sweep_ends_its_workers_runs_killed(project, how):
         ), err[-3000:]
         tags = _split(project)[0][0].data.tags
         assert (tags["failed_jobs"], tags["unfinished_jobs"]) == ("0", "3")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigterm-while-the-workers-start", "sigkill-while-jobs-run"])
+def test_a_joblib_sweeps_fork_server_and_workers_end_with_its_main_process(project, how):
+    """The fork server and its workers never outlive the main process. Each worker holds
+    the server's alive pipe, so the server never saw the main process go, and an idle
+    loky worker waits 300 s for work: a sweep stopped while its workers were starting
+    left three processes behind. Even a main process killed outright takes them along,
+    and a worker in a job then ends its run KILLED."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradtrack", "-m", "hydra/launcher=joblib"]
+        + ["hydra.launcher.n_jobs=2", "model=quadratic", "epochs=100000000"]
+        + ["optimizer.lr=0.0001,0.0002"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        server = None
+        while server is None or (how.startswith("sigkill") and _running_children(project) < 2):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the sweep never got that far"
+            server = server or next(
+                (c for c in _children(proc.pid) if b"forkserver" in _cmdline(c)), None
+            )
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM if how.startswith("sigterm") else signal.SIGKILL)
+        err = proc.communicate(timeout=60)[1]
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if how.startswith("sigterm"):
+        assert proc.returncode == 143 and took <= 2.0, (proc.returncode, took, err[-3000:])
+    left = {server, *_children(server)}
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in left):
+        if time.monotonic() > deadline:
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"{[p for p in left if _running(p)]} outlived the main process")
+        left |= {c for pid in left for c in _children(pid)}
+        time.sleep(0.2)
+    if how.startswith("sigkill"):  # the workers' runs, not the parent (nobody ends it)
+        assert [c.info.status for c in _split(project)[1]] == ["KILLED", "KILLED"]
+
+
+def _running_children(project) -> int:
+    return sum(r.info.status == "RUNNING" for r in _split(project)[1])
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[-1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _running(pid: int) -> bool:

@@ -239,9 +239,10 @@ class MlflowSweepCallback(Callback):
             # input, as for a single run. Hydra would turn any exception raised here into
             # a warning and launch every job anyway, each to fail the same way.
             _refuse(f"sweep not started: {exc}")
-        finally:
-            if warming is not None:
-                warming()
+        # Not on the way out (a refused sweep, SIGTERM, Ctrl-C): the workers may need
+        # seconds more to start, and the process ends without them.
+        if warming is not None:
+            warming()
 
     def _start(self, config: DictConfig) -> None:
         jobs = expand_sweep(config)

@@ -66,6 +66,11 @@ _HYDRA_JOBLIB_DEFAULTS = {
 }
 
 
+# The main process's pid, for the fork server to end with it (gradtrack.worker_boot);
+# set only when the main thread starts the server: the parent-death signal follows the
+# thread that started a process, not the process.
+ENV_DIE_WITH = "GRADTRACK_DIE_WITH_PID"
+
 # The workers the last prewarm in this process warmed, as warm_worker found them (tests
 # look at them).
 warmed: list[dict[str, Any]] = []
@@ -235,6 +240,8 @@ def use_forkserver(modules: list[str], n_jobs: int) -> bool:
     preload = [m for m in modules if m.split(".")[0] != "tensorflow"]
     # worker_ready comes last: it freezes what the others imported
     forkserver.set_forkserver_preload(["gradtrack.worker_boot", *preload, "gradtrack.worker_ready"])
+    if threading.current_thread() is threading.main_thread():
+        env[ENV_DIE_WITH] = str(os.getpid())  # the server ends with this process
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
