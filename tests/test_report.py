@@ -70,6 +70,34 @@ def test_report_compares_differing_params_metrics_status_and_plots_losses(three_
     assert png.startswith(PNG_MAGIC) and len(png) > 5000
 
 
+def test_report_of_an_experiment_leaves_sweep_parents_out_and_paramless_runs_add_no_column(
+    three_runs,
+):
+    """A sweep's parent logs no params: counted in, it made every param of the other runs
+    a "differing" column. A run without params from another tool stays a row."""
+    from mlflow.tracking import MlflowClient
+
+    from gradtrack.report import main
+
+    project, ids = three_runs
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.get_experiment_by_name("gradtrack").experiment_id
+    parent = client.create_run(exp_id, tags={"sweep_role": "parent"}).info.run_id
+    other = client.create_run(exp_id, run_name="logged-elsewhere").info.run_id
+    for rid in (parent, other):
+        client.set_terminated(rid, "FINISHED")
+    out = project / "r"
+    assert main(["--tracking-uri", uri, "--experiment", "gradtrack", "--out", str(out)]) == 0
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert "optimizer.lr" in header
+    assert "epochs" not in header and "model.name" not in header  # the same in every run
+    rows = table[2:]
+    assert len(rows) == 4 and sum(other[:8] in r for r in rows) == 1
+    assert not any(parent[:8] in r for r in rows)
+
+
 def test_report_selects_by_run_ids_and_by_sweep_tag(three_runs):
     from mlflow.tracking import MlflowClient
 

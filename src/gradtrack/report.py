@@ -52,9 +52,12 @@ def _label(run) -> str:
 
 
 def differing_params(runs: list) -> list[str]:
-    """Param keys whose value is not the same in every run (missing counts as a value)."""
-    keys = sorted({k for r in runs for k in r.data.params} - set(IGNORED_PARAMS))
-    return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
+    """Param keys whose value is not the same in every run that has params (a missing
+    key counts as a value). A run without any param (e.g. one logged by another tool)
+    does not make every other run's params "differ"."""
+    with_params = [r for r in runs if r.data.params]
+    keys = sorted({k for r in with_params for k in r.data.params} - set(IGNORED_PARAMS))
+    return [k for k in keys if len({r.data.params.get(k) for r in with_params}) > 1]
 
 
 def run_status(run, here: dict[str, str] | None = None) -> str:
@@ -242,6 +245,10 @@ def select_runs(
     if sweep_id:
         # The sweep's parent run carries the id too; the comparison is between children.
         runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags] or runs
+    else:
+        # A sweep's parent trained nothing (its summary is its own report): the
+        # comparison is between the runs that trained, its children among them.
+        runs = [r for r in runs if r.data.tags.get("sweep_role") != "parent"] or runs
     if not runs:
         what = f"sweep_id={sweep_id!r}" if sweep_id else f"experiment {experiment!r}"
         raise ReportError(f"no runs found for {what} in {client.tracking_uri}")
