@@ -406,7 +406,8 @@ def test_signal_during_training_ends_the_run_killed_within_2s_with_the_steps_mad
     assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
     assert took <= 2.0, f"exit took {took:.2f} s after {sig.name}"
     assert "Traceback" not in err
-    assert f"MLflow run {run.info.run_id} (KILLED)" in err  # which run it stopped
+    # which run it stopped, and where, as a failed run's last line says
+    assert f"MLflow run {run.info.run_id} (KILLED, experiment 'gradtrack')" in err
     run = _client(project).get_run(run.info.run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["killed_by"] == sig.name

@@ -113,6 +113,7 @@ def say_which_run(exc: BaseException, status: str, experiment: str | None = None
     """After a single run's error or stop: which MLflow run it ended, as a finished run's
     last line names its run (train.run marks the exception with it)."""
     run_id = getattr(exc, "gradtrack_run_id", None)
+    experiment = experiment or getattr(exc, "gradtrack_experiment", None)
     if run_id:
         where = f", experiment '{experiment}'" if experiment else ""
         print(f"MLflow run {run_id} ({status}{where})", file=sys.stderr)

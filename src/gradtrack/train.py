@@ -88,6 +88,7 @@ def run(cfg: config.Config, overrides: list[str] | None = None) -> RunResult:
         # The run this error ended (FAILED, or KILLED by a signal): the command names it
         with suppress(Exception):  # (an exception type without attributes stays as is)
             exc.gradtrack_run_id = getattr(tracker, "run_id", None)
+            exc.gradtrack_experiment = cfg.tracking.experiment
         raise
     return result
 
