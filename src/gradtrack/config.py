@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,12 +268,18 @@ def to_typed(cfg: Any) -> Config:
     return OmegaConf.to_object(cfg)
 
 
+@functools.cache
+def _field_types(schema: type) -> dict[str, Any]:
+    # get_type_hints evaluates the string annotations: most of unknown_keys' time
+    return typing.get_type_hints(schema)
+
+
 def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> list[str]:
     """One line per key of ``cfg`` (a DictConfig, ``hydra`` aside) that ``schema``
     has no field for, with the nearest field's name when there is one."""
     from omegaconf import DictConfig
 
-    hints = typing.get_type_hints(schema)
+    hints = _field_types(schema)
     out: list[str] = []
     for key in cfg:
         name = str(key)
