@@ -108,6 +108,28 @@ def test_stage_argv_takes_only_its_own_knobs(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("preset", [None, "AVX2"])
+def test_stage_runs_in_mkl_reproducibility_mode_unless_told_otherwise(
+    tmp_path, monkeypatch, preset
+):
+    """MKL's code path, and with it the torch stages' float32 bytes, depends on the CPU
+    (Intel with AVX-512 vs AMD); a stage pins the path unless MKL_CBWR is already set."""
+    from gradtrack.pipeline import train
+
+    (tmp_path / "params.yaml").write_text("train:\n  seed_logistic: {epochs: 3}\n")
+    monkeypatch.chdir(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    if preset:
+        env["MKL_CBWR"] = preset
+    monkeypatch.setattr(os, "environ", env)
+    execs = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((dict(os.environ), argv)))
+    train.main(["seed_logistic"])
+    [(stage_env, argv)] = execs
+    assert stage_env["MKL_CBWR"] == (preset or "COMPATIBLE")
+    assert argv[-2:] == ["+experiment=seed_logistic", "epochs=3"]
+
+
 def test_stage_without_its_params_is_an_input_error(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  fit_linear: {epochs: 9}\n")

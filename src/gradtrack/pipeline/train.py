@@ -24,6 +24,8 @@ import yaml
 from gradtrack.pipeline.lineage import STAGE_ENV
 
 PARAMS_FILE = "params.yaml"
+# MKL's Conditional Numerical Reproducibility mode for the stages (see main).
+MKL_REPRODUCIBLE = ("MKL_CBWR", "COMPATIBLE")
 # Set by DVC for every stage: the root of the repository `dvc` was started in.
 DVC_ROOT_ENV = "DVC_ROOT"
 
@@ -104,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     print("gradtrack " + " ".join(gradtrack_args), flush=True)
     os.environ[STAGE_ENV] = f"train@{experiment}"
+    # Torch's matrix products go through Intel MKL, which picks its code path by CPU: on
+    # Intel CPUs with AVX-512, seed_logistic's float32 losses differed in the 7th digit
+    # from those on AMD CPUs (where MKL takes its generic path), so a committed result
+    # reproduced on some CI machines only. MKL's reproducibility mode runs one path on
+    # every x86 CPU (the generic one's bytes). Torch's own kernels did not differ.
+    os.environ.setdefault(MKL_REPRODUCIBLE[0], MKL_REPRODUCIBLE[1])
     # exec: the stage's exit status and signals are gradtrack's own.
     os.execv(sys.executable, [sys.executable, "-m", "gradtrack", *gradtrack_args])
 
