@@ -303,6 +303,21 @@ def test_jobs_that_differ_only_in_plumbing_train_once_and_both_finish(project):
     assert parent.data.tags["sweep_jobs_reused"] == "1"
 
 
+def test_rerun_with_the_keys_in_another_order_reuses_each_job_once(project):
+    """``epochs=20 model=quadratic`` for ``model=quadratic epochs=20``: the same sweep
+    (its parent is reopened) and the same jobs, each answered by its own child, not
+    counted twice (it said "4/4 jobs finished" for a 2-job sweep)."""
+    first = run_cli(["-m", "model=quadratic", "epochs=20", "optimizer.lr=0.01,0.02"], project)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli(["-m", "epochs=20", "model=quadratic", "optimizer.lr=0.02,0.01"], project)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming parent run" in again.stdout
+    assert "2 jobs reused, 0 run" in again.stdout and "2/2 jobs finished" in again.stdout
+    [parent], children = _sweep_runs(project)
+    assert len(children) == 2 and not any(c.data.tags.get("reused_from") for c in children)
+    assert parent.info.status == "FINISHED" and parent.data.tags["finished_jobs"] == "2"
+
+
 def test_a_sweep_whose_parent_ends_failed_exits_nonzero(project):
     """No job raised, but the sweep did not do what was asked (nothing to register):
     the parent is FAILED and so is the command."""

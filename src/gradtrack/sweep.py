@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradtrack.errors import ConfigError, GradtrackError
-from gradtrack.tracking.naming import ENV_OVERRIDES, ENV_SWEPT, STEP_LOSS, job_label
+from gradtrack.tracking.naming import ENV_OVERRIDES, ENV_SWEPT, STEP_LOSS, job_key, job_label
 
 ENV_PARENT = "GRADTRACK_PARENT_RUN_ID"
 ENV_SWEEP = "GRADTRACK_SWEEP_ID"
@@ -556,10 +556,10 @@ def collect_children(
         return (0, start) if r.info.status == "FINISHED" else (1, -start)
 
     for r in sorted(runs, key=answer_first):
-        by_overrides.setdefault(r.data.tags.get("overrides", ""), []).append(r)
+        by_overrides.setdefault(job_key(r.data.tags.get("overrides", "")), []).append(r)
     rows: list[ChildRow] = []
     for job in jobs:
-        found = by_overrides.get(job)
+        found = by_overrides.get(job_key(job))
         if not found:
             rows.append(
                 ChildRow(

@@ -84,6 +84,13 @@ def job_label(overrides: str, swept: Collection[str] | None) -> str:
     return " · ".join(short_override(o) for o in distinguishing(parts)) or overrides
 
 
+def job_key(overrides: str) -> str:
+    """A sweep job's identity: its overrides in a fixed order. A rerun of the sweep with
+    the keys in another order (``epochs=20 model=quadratic`` for ``model=quadratic
+    epochs=20``) is the same sweep (tracking/resume.py) and so has the same jobs."""
+    return " ".join(sorted(overrides.split()))
+
+
 def current_job() -> str:
     """The label of the sweep job running in this process, or "" outside a sweep: what
     its console lines are prefixed with, since a joblib sweep's jobs print at once."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradtrack.tracking import fingerprint as fingerprints
-from gradtrack.tracking.naming import ENV_OVERRIDES
+from gradtrack.tracking.naming import ENV_OVERRIDES, job_key
 
 REUSED_FROM = "reused_from"  # on a reference child: the run that trained this config
 DUPLICATE_OF = "duplicate_of"  # on a run: FINISHED/RUNNING runs with the same fingerprint
@@ -124,7 +124,7 @@ def is_own_child(run: Any, parent: str | None, overrides: str | None) -> bool:
     return (
         parent is not None
         and tags.get("mlflow.parentRunId") == parent
-        and (overrides is None or tags.get("overrides") == overrides)
+        and (overrides is None or job_key(tags.get("overrides", "")) == job_key(overrides))
     )
 
 
