@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,14 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+def signal_and_time_exit(proc: subprocess.Popen, sig) -> tuple[float, str]:
+    """Send ``sig`` to ``proc``; (seconds until it exited, its stderr)."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return time.monotonic() - t0, err
 
 
 def mlflow_runs(project: Path, experiment: str = "gradtrack"):

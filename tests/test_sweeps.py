@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mlflow_runs, pixels_of, run_cli
+from conftest import mlflow_runs, pixels_of, run_cli, signal_and_time_exit
 from team_support import stop_session
 
 QUICK = ["model=quadratic", "epochs=20"]
@@ -348,10 +348,7 @@ def test_sigterm_mid_sweep_ends_the_job_and_the_parent_killed_within_2s(project)
             assert time.monotonic() < deadline, "the first job never started"
             time.sleep(0.3)
         time.sleep(1.0)  # the job trains
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        err = proc.communicate(timeout=60)[1]
-        took = time.monotonic() - t0
+        took, err = signal_and_time_exit(proc, signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -454,10 +451,8 @@ def test_a_joblib_sweeps_fork_server_and_workers_end_with_its_main_process(proje
                 (c for c in _children(proc.pid) if b"forkserver" in _cmdline(c)), None
             )
             time.sleep(0.05)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM if how.startswith("sigterm") else signal.SIGKILL)
-        err = proc.communicate(timeout=60)[1]
-        took = time.monotonic() - t0
+        sig = signal.SIGTERM if how.startswith("sigterm") else signal.SIGKILL
+        took, err = signal_and_time_exit(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose, mlflow_runs, run_cli, wait_until_training
+from conftest import compose, mlflow_runs, run_cli, signal_and_time_exit, wait_until_training
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["tracking.log_model=false", "tracking.log_artifacts=false", "checks.baseline=false"]
@@ -373,13 +373,6 @@ def _start_long_run(project: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def _signal_and_time_exit(proc: subprocess.Popen, sig) -> tuple[float, str]:
-    t0 = time.monotonic()
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    return time.monotonic() - t0, err
-
-
 @pytest.mark.slow  # a real process, started and signalled: ~10 s each
 @pytest.mark.parametrize(
     "sig, backend",
@@ -398,7 +391,7 @@ def test_signal_during_training_ends_the_run_killed_within_2s_with_the_steps_mad
         wait_until_training(
             _client(project), run.info.run_id, proc, settle=1.0 if backend == "numpy" else 5.0
         )
-        took, err = _signal_and_time_exit(proc, sig)
+        took, err = signal_and_time_exit(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -439,7 +432,7 @@ def test_sigterm_during_a_long_flush_ends_the_run_killed_within_2s(project):
         while not client.get_metric_history(run.info.run_id, "Training/loss"):
             assert time.monotonic() < deadline, "the live send never started"
             time.sleep(0.2)
-        took, err = _signal_and_time_exit(proc, signal.SIGTERM)
+        took, err = signal_and_time_exit(proc, signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
