@@ -133,15 +133,17 @@ def test_summary_of_sixteen_jobs_is_the_report_table_and_a_readable_overlay(tmp_
 
 
 # Runs the CLI with Hydra's load_sweep_config counted; the count goes to argv[1].
+# One line per composition, in whichever process composes (a joblib sweep checks its
+# jobs in a forked child, which leaves without running atexit hooks).
 _COUNT_COMPOSE = """
-import atexit, runpy, sys
+import runpy, sys
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-out, calls, orig = sys.argv[1], [], ConfigLoaderImpl.load_sweep_config
+out, orig = sys.argv[1], ConfigLoaderImpl.load_sweep_config
 def counted(self, *a, **k):
-    calls.append(1)
+    with open(out, "a") as f:
+        f.write("1\\n")
     return orig(self, *a, **k)
 ConfigLoaderImpl.load_sweep_config = counted
-atexit.register(lambda: open(out, "w").write(str(len(calls))))
 sys.argv = ["gradtrack", *sys.argv[2:]]
 runpy.run_module("gradtrack", run_name="__main__", alter_sys=True)
 """
@@ -164,7 +166,7 @@ def test_each_job_is_composed_once_and_runs_its_own_config(project, launcher):
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert int(count.read_text()) == len(lrs)  # without the memo: 3 per job
+    assert len(count.read_text().splitlines()) == len(lrs)  # without the memo: 3 per job
     _, children = _check_landed(project, len(lrs), 20)
     by_lr = {c.data.params["optimizer.lr"]: c for c in children}
     assert sorted(by_lr) == sorted(lrs)
@@ -215,6 +217,13 @@ def test_each_job_is_composed_once_and_runs_its_own_config(project, launcher):
         ),
         # a key added with + that the schema lacks would be dropped without a word
         ("+optimizer.momentun=0.5,0.6", "optimizer.momentun: no such setting"),
+        # a joblib sweep checks its jobs in a forked child (sweep.ForkedCheck): the same
+        # words, one line for a problem several jobs share
+        ("hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lr=0.1,abc", "takes a number"),
+        (
+            "hydra/launcher=joblib hydra.launcher.n_jobs=2 optimizer.lrr=0.1,0.2,0.3",
+            "3 jobs (job #0 (epochs=5 optimizer.lrr=0.1); job #1 (epochs=5 optimizer.lrr=0.2);",
+        ),
     ],
 )
 def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
@@ -224,6 +233,7 @@ def test_typo_in_one_sweep_value_fails_before_any_job(project, bad, named):
     assert "sweep not started" in res.stderr
     assert "Config search path" not in res.stderr and "full_key" not in res.stderr
     assert res.stderr.count("unknown key") <= 1
+    assert "leaked" not in res.stderr  # a refused joblib sweep starts no worker
     # Nothing ran: no job printed its summary, no run (parent or child) exists.
     assert "final_loss:" not in res.stdout
     assert mlflow_runs(project) == []
@@ -423,35 +433,50 @@ def test_a_stopped_joblib_sweep_ends_its_workers_runs_killed(project, how):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigterm-while-the-workers-start", "sigkill-while-jobs-run"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "sigterm-while-the-jobs-are-checked",
+        "sigterm-while-the-workers-start",
+        "sigkill-while-jobs-run",
+    ],
+)
 def test_a_joblib_sweeps_fork_server_and_workers_end_with_its_main_process(project, how):
     """The fork server and its workers never outlive the main process. Each worker holds
     the server's alive pipe, so the server never saw the main process go, and an idle
     loky worker waits 300 s for work: a sweep stopped while its workers were starting
     left three processes behind. Even a main process killed outright takes them along,
-    and a worker in a job then ends its run KILLED."""
+    and a worker in a job then ends its run KILLED. So does the child that checks the
+    jobs (sweep.ForkedCheck)."""
     import signal
 
+    from gradtrack.sweep import ForkedCheck
+
+    checker = how == "sigterm-while-the-jobs-are-checked"
+    lrs = [f"0.00{i:02d}" for i in range(1, 41)] if checker else ["0.0001", "0.0002"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gradtrack", "-m", "hydra/launcher=joblib"]
         + ["hydra.launcher.n_jobs=2", "model=quadratic", "epochs=100000000"]
-        + ["optimizer.lr=0.0001,0.0002"],
+        + [f"optimizer.lr={','.join(lrs)}"],
         cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def wanted(pid: int) -> bool:  # the helper whose start the signal is sent at
+        return _name(pid) == ForkedCheck.NAME if checker else _is_fork_server(pid)
+
     try:
         deadline = time.monotonic() + 180
         server = None
         while server is None or (how.startswith("sigkill") and _running_children(project) < 2):
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the sweep never got that far"
-            server = server or next(
-                (c for c in _children(proc.pid) if b"forkserver" in _cmdline(c)), None
-            )
+            server = server or next((c for c in _children(proc.pid) if wanted(c)), None)
             time.sleep(0.05)
         sig = signal.SIGTERM if how.startswith("sigterm") else signal.SIGKILL
+        helpers = _children(proc.pid)  # the server, and the jobs' checker if still there
         took, err = signal_and_time_exit(proc, sig)
     finally:
         if proc.poll() is None:
@@ -459,7 +484,7 @@ def test_a_joblib_sweeps_fork_server_and_workers_end_with_its_main_process(proje
             proc.wait()
     if how.startswith("sigterm"):
         assert proc.returncode == 143 and took <= 2.0, (proc.returncode, took, err[-3000:])
-    left = {server, *_children(server)}
+    left = {server, *helpers, *_children(server)}
     deadline = time.monotonic() + 10
     while any(_running(pid) for pid in left):
         if time.monotonic() > deadline:
@@ -487,11 +512,24 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _cmdline(pid: int) -> bytes:
+def _name(pid: int) -> str:
+    """What ps shows as the process's name ("" once it has gone)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
-        return b""
+        return ""
+
+
+def _is_fork_server(pid: int) -> bool:
+    """Whether ``pid`` is a joblib sweep's fork server: forked from the main process
+    (named so), or spawned (multiprocessing's command line)."""
+    from gradtrack.sweep_workers import FORK_SERVER_NAME
+
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return _name(pid) == FORK_SERVER_NAME or b"forkserver" in cmdline
 
 
 def _running(pid: int) -> bool:
@@ -526,6 +564,28 @@ def test_joblib_eight_parallel_jobs_on_a_fresh_sqlite_store(project):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "database is locked" not in res.stdout + res.stderr
     _check_landed(project, 8, 100)
+
+
+def test_a_forked_check_that_ends_without_an_answer_is_done_here(monkeypatch):
+    """Should the child checking a joblib sweep's jobs end without an answer (killed,
+    out of memory), the main process checks them itself: never a sweep unchecked."""
+    from gradtrack import sweep
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child that ends without answering
+        os._exit(1)
+    os.close(write_fd)
+    calls = []
+
+    def check_jobs(config, jobs, keep=False):
+        calls.append((config, jobs, keep))
+        return ["typed"], {"data": "digest"}
+
+    monkeypatch.setattr(sweep, "check_jobs", check_jobs)
+    jobs = [["optimizer.lr=0.1"], ["optimizer.lr=0.2"]]
+    assert sweep.ForkedCheck(pid, read_fd, "cfg", jobs).result() == (["typed"], {"data": "digest"})
+    assert calls == [("cfg", jobs, True)]
 
 
 def test_joblib_workers_are_warmed_with_every_swept_backend_and_no_other():
@@ -568,6 +628,8 @@ def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(proje
 
     from joblib import cpu_count
 
+    from gradtrack import sweep_workers
+
     pids_file = project / "warmed.json"
     res = subprocess.run(
         [sys.executable, "-c", _WARMED, str(pids_file), "-m", "hydra/launcher=joblib"]
@@ -586,11 +648,19 @@ def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(proje
     assert len({w["ppid"] for w in warmed}) == 1
     assert warmed[0]["ppid"] != seen["main"]
     assert all(w["had_modules"] for w in warmed)
+    # the server was forked from the main process, MLflow loaded (gradtrack.forking)
+    assert {(w["name"], w["server_name"]) for w in warmed} == {
+        (sweep_workers.WORKER_NAME, sweep_workers.FORK_SERVER_NAME)
+    }
+    assert {w["server_parent"] for w in warmed} == {str(seen["main"])}
     # the server froze its imports before forking them: a worker's full collections skip
     # them (an interpreter with these modules holds well over 100,000 objects)
     assert all(w["frozen_objects"] > 100_000 for w in warmed)
     expected_threads = os.environ.get("OMP_NUM_THREADS", str(max(cpu_count() // 2, 1)))
     assert all(w["OMP_NUM_THREADS"] == expected_threads for w in warmed)
+    # ... on the BLAS pools the main process had loaded before the server was forked too
+    blas = {n for w in warmed for n in w["blas_threads"]}
+    assert blas == {int(os.environ.get("OPENBLAS_NUM_THREADS", expected_threads))}
     parent, children = _check_landed(project, 4, 20)
     assert {int(c.data.tags["owner_pid"]) for c in children} <= {w["pid"] for w in warmed}
     # The summary's loss overlay was drawn by an idle worker, which had matplotlib loaded:

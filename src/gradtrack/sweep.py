@@ -21,6 +21,7 @@ import atexit
 import functools
 import math
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -74,7 +75,6 @@ def expand_sweep(config: DictConfig) -> list[list[str]]:
     Other sweepers (optuna, ...) choose jobs as they go: return [] and skip checks.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     target = OmegaConf.select(config, "hydra.sweeper._target_", default="")
@@ -82,8 +82,7 @@ def expand_sweep(config: DictConfig) -> list[list[str]]:
         return []
     args = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
     args += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    loader = GlobalHydra.instance().config_loader()
-    parser = OverridesParser.create(config_loader=loader)
+    parser = OverridesParser.create(config_loader=_loader())
     batches = BasicSweeper.split_arguments(parser.parse_overrides(args), None)
     return [list(job) for batch in batches for job in batch]
 
@@ -100,22 +99,11 @@ def check_jobs(
     launcher will run), each composition is kept for the sweeper and launcher to reuse
     (gradtrack.sweep_compose).
     """
-    from hydra.core.global_hydra import GlobalHydra
-
     from gradtrack.config import project_root, resolve_path, to_typed, validate
     from gradtrack.hydra_errors import explain
-    from gradtrack.sweep_compose import ComposeMemo
     from gradtrack.tracking.resume import dataset_key
 
-    loader = GlobalHydra.instance().config_loader()
-    compose = loader.load_sweep_config
-    if keep:
-        memo = ComposeMemo.install(loader)
-        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-        memo.hits_per_job = 2 if launcher.endswith("BasicLauncher") else 1
-        if memo.hits_per_job == 1:  # the launcher composes again in its workers
-            memo.share()
-        compose = memo.keep
+    compose = _compose_memo(config).keep if keep else _loader().load_sweep_config
     problems: defaultdict[str, list[str]] = defaultdict(list)  # message -> its jobs
     typed: list[Any] = []
     # dataset_key -> the data's digest, or why it cannot be read
@@ -156,6 +144,81 @@ def check_jobs(
             + "\nFix the sweep value(s) named above and rerun."
         )
     return typed, {k: v for k, v in data.items() if not isinstance(v, Exception)}
+
+
+def _loader() -> Any:
+    from hydra.core.global_hydra import GlobalHydra
+
+    return GlobalHydra.instance().config_loader()
+
+
+def _compose_memo(config: DictConfig) -> Any:
+    """The sweep's ComposeMemo (gradtrack.sweep_compose), set for its launcher."""
+    from gradtrack.sweep_compose import ComposeMemo
+
+    memo = ComposeMemo.install(_loader())
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    memo.hits_per_job = 2 if launcher.endswith("BasicLauncher") else 1
+    if memo.hits_per_job == 1:  # the launcher composes again in its workers
+        memo.share()
+    return memo
+
+
+class ForkedCheck:
+    """``check_jobs(config, jobs, keep=True)`` in a child process forked before this one
+    imports MLflow, so that the two run side by side (see gradtrack.forking).
+
+    The child composes each job and hands its composition to the workers through the
+    memo's shared folder, as check_jobs does in this process, and sends back the typed
+    configs and data digests (pickled, through a pipe); Hydra's sweeper here then reads
+    the compositions from that folder. Should the child end without an answer (killed,
+    out of memory), ``result`` runs the checks here instead.
+    """
+
+    NAME = "gt-sweep-check"  # what ps shows for the child
+
+    def __init__(self, pid: int, answer_fd: int, config: DictConfig, jobs: list[list[str]]):
+        self.pid, self._answer_fd, self._config, self._jobs = pid, answer_fd, config, jobs
+
+    @classmethod
+    def start(cls, config: DictConfig, jobs: list[list[str]]) -> ForkedCheck | None:
+        """The check under way in a child, or None when this process cannot fork one."""
+        from gradtrack import forking
+
+        if not forking.can_fork():
+            return None
+        _compose_memo(config)  # before the fork: both share its folder
+        read_fd, write_fd = os.pipe()
+        pid = forking.fork(cls.NAME)
+        if pid:
+            os.close(write_fd)
+            return cls(pid, read_fd, config, jobs)
+        code = 0
+        try:
+            os.close(read_fd)
+            try:
+                answer: tuple = ("checked", check_jobs(config, jobs, keep=True))
+            except SweepConfigError as exc:
+                answer = ("refused", str(exc))
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(answer, out, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:  # no answer: the main process checks the jobs itself
+            code = 1
+        finally:
+            os._exit(code)
+
+    def result(self) -> tuple[list[Any], dict[str, str | None]]:
+        """check_jobs's answer (typed configs, data digests); raises its SweepConfigError."""
+        with os.fdopen(self._answer_fd, "rb") as answer:
+            blob = answer.read()
+        os.waitpid(self.pid, 0)
+        try:
+            kind, value = pickle.loads(blob)
+        except Exception:  # the child ended without an answer
+            return check_jobs(self._config, self._jobs, keep=True)
+        if kind == "refused":
+            raise SweepConfigError(value)
+        return value
 
 
 def _read_data(obj: Any, path: Path | None) -> str | None | Exception:
@@ -226,14 +289,23 @@ class MlflowSweepCallback(Callback):
 
     # -- Hydra hooks -------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from gradtrack.sweep_workers import launcher_problem, prewarm
+        from gradtrack.sweep_workers import joblib_kwargs, launcher_problem, prewarm
 
         problem = launcher_problem(config)
         if problem is not None:
             _refuse(f"sweep not started: {problem}")
-        warming = prewarm(config)  # joblib: workers import while the jobs are checked
+        jobs = expand_sweep(config)
+        # joblib: the jobs are checked in a child while this process imports MLflow and
+        # forks the workers' server, which imports the rest (gradtrack.forking)
+        checking = None
+        if jobs and joblib_kwargs(config) is not None:
+            checking = ForkedCheck.start(config, jobs)
+        workers = prewarm(config)
         try:
-            self._start(config)
+            typed, data_digests = self._check(config, jobs, checking)
+            if workers is not None:  # only for a sweep that will run
+                workers.start()
+            self._start(config, jobs, typed, data_digests)
         except GradtrackError as exc:
             # The store cannot be opened (an unreachable server, an unwritable folder):
             # input, as for a single run. Hydra would turn any exception raised here into
@@ -241,19 +313,29 @@ class MlflowSweepCallback(Callback):
             _refuse(f"sweep not started: {exc}")
         # Not on the way out (a refused sweep, SIGTERM, Ctrl-C): the workers may need
         # seconds more to start, and the process ends without them.
-        if warming is not None:
-            warming()
+        if workers is not None:
+            workers.wait()
 
-    def _start(self, config: DictConfig) -> None:
-        jobs = expand_sweep(config)
+    def _check(
+        self, config: DictConfig, jobs: list[list[str]], checking: ForkedCheck | None
+    ) -> tuple[list[Any], dict[str, str | None]]:
+        """Every job's typed config and the digests of their data, or exit 2."""
         try:
-            typed, data_digests = check_jobs(
-                config, jobs or sweeper_validation_jobs(config), keep=bool(jobs)
-            )
+            if checking is not None:
+                return checking.result()
+            return check_jobs(config, jobs or sweeper_validation_jobs(config), keep=bool(jobs))
         except SweepConfigError as exc:
             # Hydra turns exceptions raised by callbacks into warnings and carries on;
             # SystemExit is not an Exception, so it really stops the sweep here.
             _refuse(str(exc))
+
+    def _start(
+        self,
+        config: DictConfig,
+        jobs: list[list[str]],
+        typed: list[Any],
+        data_digests: dict[str, str | None],
+    ) -> None:
         self.jobs = [" ".join(j) for j in jobs]
         self.swept = swept_keys(jobs) if jobs else None
         first = typed[0] if typed else OmegaConf.to_object(_without_hydra(config))

@@ -6,8 +6,9 @@ loky workers, each of which then imports Hydra, gradtrack, MLflow (and scikit-le
 matplotlib) during its first job: seconds per worker on the critical path, while a
 core sits idle. ``prewarm`` starts the same reusable loky executor at the beginning of
 the sweep, with the arguments Hydra's launcher will pass, and has every worker import
-what the jobs will need, in parallel with the main process's preparation. The launcher
-then finds the executor running and reuses its workers.
+what the jobs will need, in parallel with the main process's preparation (its workers
+once the jobs are checked). The launcher then finds the executor running and reuses
+its workers.
 
 Each warmed worker also keeps Hydra's plugin registry across jobs: Hydra's joblib
 ``execute_job`` restores the main process's singletons before every job, without the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -42,9 +44,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gradtrack import forking
+from gradtrack.forking import ENV_DIE_WITH, can_fork
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +71,6 @@ _HYDRA_JOBLIB_DEFAULTS = {
     "mmap_mode": "r",
 }
 
-
-# The main process's pid, for the fork server to end with it (gradtrack.worker_boot);
-# set only when the main thread starts the server: the parent-death signal follows the
-# thread that started a process, not the process.
-ENV_DIE_WITH = "GRADTRACK_DIE_WITH_PID"
 
 # The workers the last prewarm in this process warmed, as warm_worker found them (tests
 # look at them).
@@ -177,9 +178,41 @@ def swept_backends(config: DictConfig) -> list[str]:
     return found
 
 
-def prewarm(config: DictConfig) -> Callable[[], None] | None:
-    """Start warming a joblib sweep's workers in the background; returns a function that
-    waits until they are warm (call it before the launcher starts), or None."""
+class Prewarm:
+    """A joblib sweep's workers, warmed while the main process prepares the sweep:
+    ``prewarm`` starts their server, ``start`` the workers, once the jobs are checked
+    (a refused sweep starts none), and ``wait`` waits until they are warm (before the
+    launcher starts)."""
+
+    def __init__(self, kwargs: dict[str, Any], modules: list[str]) -> None:
+        self._kwargs, self._modules = kwargs, modules
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._warm, name="gradtrack-joblib-warm", daemon=True
+        )
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def _warm(self) -> None:
+        from joblib import Parallel, delayed, effective_n_jobs
+
+        try:
+            n = effective_n_jobs(self._kwargs["n_jobs"])
+            jobs = (delayed(warm_worker)(self._modules) for _ in range(n))
+            seen = Parallel(**self._kwargs)(jobs)
+            warmed[:] = list({w["pid"]: w for w in seen}.values())
+        except Exception as exc:  # the launcher meets (and reports) the same problem
+            log.debug("could not warm the joblib workers: %s", exc)
+
+
+def prewarm(config: DictConfig) -> Prewarm | None:
+    """For a joblib sweep: start the server its workers will be forked from, which
+    imports what the jobs need in the background; None for another launcher."""
     kwargs = joblib_kwargs(config)
     if kwargs is None:
         return None
@@ -190,20 +223,7 @@ def prewarm(config: DictConfig) -> Callable[[], None] | None:
     from gradtrack import interrupts
 
     interrupts.on_signal(stop_workers)
-
-    def warm() -> None:
-        from joblib import Parallel, delayed, effective_n_jobs
-
-        try:
-            n = effective_n_jobs(kwargs["n_jobs"])
-            seen = Parallel(**kwargs)(delayed(warm_worker)(mods) for _ in range(n))
-            warmed[:] = list({w["pid"]: w for w in seen}.values())
-        except Exception as exc:  # the launcher meets (and reports) the same problem
-            log.debug("could not warm the joblib workers: %s", exc)
-
-    thread = threading.Thread(target=warm, name="gradtrack-joblib-warm", daemon=True)
-    thread.start()
-    return thread.join
+    return Prewarm(kwargs, mods)
 
 
 def use_forkserver(modules: list[str], n_jobs: int) -> bool:
@@ -212,14 +232,18 @@ def use_forkserver(modules: list[str], n_jobs: int) -> bool:
     By default each loky worker is a new interpreter that imports Hydra, gradtrack,
     MLflow, matplotlib and scikit-learn itself: on two cores, two workers importing at
     once slow the main process's own start. A fork server imports them once, and each
-    worker forked from it starts with them loaded. The server is a fresh interpreter
-    with no threads and no open store (forking the main process itself would copy
-    both), and it ends when this process does.
+    worker forked from it starts with them loaded; it ends when this process does.
+
+    The server is forked from this process (``fork_server``) when it runs no thread but
+    the main one and has no store open yet: the MLflow modules among ``modules``, which
+    this process needs for the store anyway, are imported here first, and the server
+    imports the rest. Otherwise it is a new interpreter that imports them all.
 
     Left alone when a start method was already chosen in this process. Joblib limits
     the workers' BLAS and OpenMP threads through their environment, which loky can only
-    pass to workers it starts itself; the server is started with those variables so the
-    workers forked from it have them.
+    pass to workers it starts itself; the server gets those variables (and, forked,
+    the same limits on the thread pools already loaded) so the workers forked from it
+    have them.
     """
     import multiprocessing.forkserver as forkserver
 
@@ -238,7 +262,13 @@ def use_forkserver(modules: list[str], n_jobs: int) -> bool:
     # TensorFlow starts threads as it is imported, and a process running TensorFlow's
     # threads is not safe to fork: each worker imports it itself (warm_worker).
     preload = [m for m in modules if m.split(".")[0] != "tensorflow"]
-    # worker_ready comes last: it freezes what the others imported
+    if can_fork():
+        for name in preload:  # what this process imports for the store anyway
+            if name.startswith("mlflow."):
+                importlib.import_module(name)
+        # worker_ready comes last: it freezes what the others imported
+        if fork_server([*preload, "gradtrack.worker_ready"], env):
+            return True
     forkserver.set_forkserver_preload(["gradtrack.worker_boot", *preload, "gradtrack.worker_ready"])
     if threading.current_thread() is threading.main_thread():
         env[ENV_DIE_WITH] = str(os.getpid())  # the server ends with this process
@@ -255,11 +285,85 @@ def use_forkserver(modules: list[str], n_jobs: int) -> bool:
     return True
 
 
+# The name ps and top show for a fork server forked from the main process (a spawned
+# one shows its command line, "... from multiprocessing.forkserver import main ...").
+FORK_SERVER_NAME = "gt-fork-server"
+WORKER_NAME = "gt-sweep-worker"
+
+
+def fork_server(preload: list[str], env: dict[str, str]) -> bool:
+    """Fork this process into multiprocessing's fork server, as ``forkserver.ensure_running``
+    would spawn it: the same listening socket, "alive" pipe and ``forkserver.main``
+    loop; the server imports ``preload`` and then forks each worker loky asks for.
+    False (nothing started) if a server already runs."""
+    import multiprocessing.forkserver as forkserver
+    import socket
+    from multiprocessing import connection, resource_tracker, util
+
+    server = forkserver._forkserver
+    if server._forkserver_pid is not None:
+        return False
+    resource_tracker.ensure_running()  # as ensure_running: the workers share it
+    listener = socket.socket(socket.AF_UNIX)
+    address = connection.arbitrary_address("AF_UNIX")
+    listener.bind(address)
+    if not util.is_abstract_socket_namespace(address):
+        os.chmod(address, 0o600)
+    listener.listen()
+    # Every client holds the write end; the server ends when the last one goes.
+    alive_r, alive_w = os.pipe()
+    pid = forking.fork(FORK_SERVER_NAME, sigint=signal.default_int_handler)
+    if pid == 0:
+        code = 0
+        try:
+            os.close(alive_w)  # else the server would hold its own pipe open
+            os.register_at_fork(after_in_child=_become_worker)
+            os.environ.update(env)
+            _limit_thread_pools(env)
+            forkserver.main(listener.fileno(), alive_r, preload)
+        except SystemExit:  # forkserver.main's way out: the main process has gone
+            pass
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    listener.close()
+    os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    return True
+
+
+def _become_worker() -> None:
+    """In each worker a forked fork server forks: end with the server, and show as a
+    worker in ps (a forked process keeps its parent's name)."""
+    forking.die_with_parent()
+    forking.set_name(WORKER_NAME)
+
+
+def _limit_thread_pools(env: dict[str, str]) -> None:
+    """In a forked server: apply joblib's thread limits (``env``) to the BLAS and OpenMP
+    pools already loaded, which read the variables only when they load."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn requires it; without it the pools stay as they are
+        return
+    for api, names in (
+        ("blas", ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")),
+        ("openmp", ("OMP_NUM_THREADS",)),
+    ):
+        limit = next((env[n] for n in names if env.get(n, "").isdigit()), None)
+        if limit is not None:
+            threadpool_limits(limits=int(limit), user_api=api)
+
+
 def warm_worker(modules: list[str]) -> dict[str, Any]:
     """In a loky worker: import the jobs' modules, keep Hydra's plugins across jobs.
     Returns what the worker was like before that (tests look at it)."""
-    import importlib
-
     from gradtrack import gc_schedule
 
     seen = {
@@ -270,6 +374,11 @@ def warm_worker(modules: list[str]) -> dict[str, Any]:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         # the objects the fork server froze before forking (gradtrack.worker_ready)
         "frozen_objects": gc.get_freeze_count(),
+        # forked from a server forked from the main process (fork_server): their names
+        "name": _proc_field(os.getpid(), "comm"),
+        "server_name": _proc_field(os.getppid(), "comm"),
+        "server_parent": _proc_field(os.getppid(), "ppid"),
+        "blas_threads": _blas_threads(),
     }
     gc_schedule.configure()  # before the imports, which are most of a worker's collections
     for name in modules:
@@ -277,6 +386,26 @@ def warm_worker(modules: list[str]) -> dict[str, Any]:
             importlib.import_module(name)
     keep_plugins_across_jobs()
     return seen
+
+
+def _blas_threads() -> list[int]:
+    """The thread count of each BLAS library loaded (joblib limits them per worker)."""
+    if "threadpoolctl" not in sys.modules:  # nothing imported it: not worth importing
+        return []
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
+def _proc_field(pid: int, field: str) -> str | None:
+    """A process's name (``comm``) or parent's pid (``ppid``) from Linux's /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    if field == "comm":  # "pid (comm) state ppid ..."; comm may hold spaces
+        return stat[stat.index("(") + 1 : stat.rindex(")")]
+    return stat.rsplit(")", 1)[-1].split()[1]
 
 
 # After SIGTERM or Ctrl-C, how long the main process waits for its workers to end

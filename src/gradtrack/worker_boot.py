@@ -1,4 +1,5 @@
-"""The first module a joblib sweep's fork server imports (sweep_workers.use_forkserver).
+"""The first module a spawned fork server imports (sweep_workers.use_forkserver, when
+the server cannot be forked from the main process: see gradtrack.forking).
 
 It gives the server, and so every worker forked from it, gradtrack's collector schedule
 before the server imports what the jobs need.
@@ -14,26 +15,10 @@ the middle of a job then ends its run KILLED, as on any SIGTERM.
 """
 
 import os
-import signal
 import sys
 
 from gradtrack import gc_schedule
-from gradtrack.sweep_workers import ENV_DIE_WITH
-
-
-def die_with_parent() -> None:
-    """SIGTERM this process when its parent (the thread that started it) ends."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl: the old behaviour
-        return
-
+from gradtrack.forking import ENV_DIE_WITH, die_with_parent
 
 gc_schedule.configure()
 _main_pid = os.environ.pop(ENV_DIE_WITH, "")
