@@ -287,3 +287,56 @@ def test_one_runs_history_is_read_through_the_run_index_in_any_store(tmp_path):
     con = sqlite3.connect(measured)
     assert sorted(con.execute("SELECT * FROM sqlite_stat1")) == before
     con.close()
+
+
+def test_many_runs_histories_read_at_once_are_mlflows_histories(tmp_path, monkeypatch):
+    """A sweep's summary reads every job's loss history in one query
+    (store.metric_histories); it must give exactly what MLflow's client gives run by
+    run: the same points in the same order, a NaN as NaN, runs without the metric left
+    out; and a store MLflow's client reaches another way (a server) is read run by run."""
+    import math
+
+    from mlflow.entities import Metric
+
+    from gradtrack.tracking import store
+    from gradtrack.tracking.store import metric_histories, open_client, resolve_tracking
+
+    client = open_client(resolve_tracking(None, tmp_path))
+    exp = client.create_experiment("histories")
+    key = "Training/loss"
+    runs = [client.create_run(exp).info.run_id for _ in range(4)]
+    logged = {
+        runs[0]: [(3, 0.5, 10), (0, 4.0, 10), (1, float("nan"), 10), (1, 2.0, 5), (2, 1.0, 11)],
+        runs[1]: [(0, 7.0, 1), (5, 6.0, 1)],
+        runs[3]: [(0, 1.5, 1)],
+    }
+    for run_id, points in logged.items():
+        metrics = [Metric(key, value, ts, step) for step, value, ts in points]
+        client.log_batch(run_id, metrics=metrics + [Metric("other", 1.0, 1, 0)])
+    client.log_batch(runs[2], metrics=[Metric("other", 2.0, 1, 0)])  # no loss history
+
+    def as_mlflow(run_ids):
+        out = {}
+        for run_id in run_ids:
+            history = client.get_metric_history(run_id, key)
+            if history:
+                out[run_id] = [(m.step, m.value) for m in history]
+        return out
+
+    def same(a, b):  # NaN == NaN here
+        def norm(h):
+            return {r: [(s, "nan" if math.isnan(v) else v) for s, v in p] for r, p in h.items()}
+
+        return norm(a) == norm(b)
+
+    expected = as_mlflow(runs)
+    assert set(expected) == {runs[0], runs[1], runs[3]}
+    assert any(math.isnan(v) for _, v in expected[runs[0]])
+    assert same(metric_histories(client, runs, key), expected)
+    monkeypatch.setattr(store, "HISTORY_RUNS_PER_QUERY", 2)  # several queries
+    assert same(metric_histories(client, runs, key), expected)
+
+    class ThroughAServer:  # no database behind it: one request per run
+        get_metric_history = client.get_metric_history
+
+    assert same(metric_histories(ThroughAServer(), runs, key), expected)

@@ -144,16 +144,20 @@ def histories(client, run_ids: dict[str, str], key: str = STEP_LOSS) -> dict[str
     """
     import numpy as np
 
+    from gradtrack.tracking.store import metric_histories
+
+    found = metric_histories(client, list(run_ids.values()), key)
+    if key == STEP_LOSS:
+        older = [run_id for run_id in run_ids.values() if run_id not in found]
+        if older:
+            found.update(metric_histories(client, older, "loss"))
     out = {}
     for label, run_id in run_ids.items():
-        hist = client.get_metric_history(run_id, key)
-        if not hist and key == STEP_LOSS:
-            hist = client.get_metric_history(run_id, "loss")
-        hist = sorted(hist, key=lambda m: m.step)
-        if hist:
+        points = sorted(found.get(run_id, ()), key=lambda p: p[0])  # stable: ties keep order
+        if points:
             out[label] = (
-                np.array([m.step for m in hist], dtype=np.int64),
-                np.array([m.value for m in hist], dtype=np.float64),
+                np.array([step for step, _ in points], dtype=np.int64),
+                np.array([value for _, value in points], dtype=np.float64),
             )
     return out
 

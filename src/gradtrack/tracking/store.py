@@ -242,6 +242,48 @@ def _write_metric_stats(con) -> bool:
     return True
 
 
+# -- many runs' histories of one metric at once -----------------------------------------
+#
+# A sweep's summary draws every job's loss curve. MLflow's client reads one history per
+# call, each a query that builds an ORM object per point: 64 jobs of 200 points took
+# 0.45 s, at the end of the sweep. A store in a database (SQLite, PostgreSQL) is read
+# in one query per HISTORY_RUNS_PER_QUERY runs instead, plain rows; a server is asked
+# run by run, as MLflow's client does.
+HISTORY_RUNS_PER_QUERY = 500  # bound variables per statement stay far below any limit
+
+
+def metric_histories(client, run_ids: list[str], key: str) -> dict[str, list[tuple[int, float]]]:
+    """run id -> [(step, value), ...] of its ``key`` history, in the order MLflow's
+    ``get_metric_history`` gives (timestamp, step, value); a run without one is left out.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if not callable(getattr(store, "ManagedSessionMaker", None)):  # not a database store
+        out = {}
+        for run_id in run_ids:
+            points = client.get_metric_history(run_id, key)
+            if points:
+                out[run_id] = [(m.step, m.value) for m in points]
+        return out
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from sqlalchemy import select
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    ids = list(dict.fromkeys(run_ids))
+    for i in range(0, len(ids), HISTORY_RUNS_PER_QUERY):
+        query = (
+            select(SqlMetric.run_uuid, SqlMetric.step, SqlMetric.value, SqlMetric.is_nan)
+            .where(
+                SqlMetric.key == key, SqlMetric.run_uuid.in_(ids[i : i + HISTORY_RUNS_PER_QUERY])
+            )
+            .order_by(SqlMetric.run_uuid, SqlMetric.timestamp, SqlMetric.step, SqlMetric.value)
+        )
+        with store.ManagedSessionMaker() as session:
+            for run_id, step, value, is_nan in session.execute(query):
+                # as MLflow's SqlMetric.to_mlflow_entity: a NaN is stored as 0 and a flag
+                out.setdefault(run_id, []).append((step, float("nan") if is_nan else value))
+    return out
+
+
 # -- commits without a disk flush each -------------------------------------------------
 #
 # MLflow commits every call (a run's create, each batch, its inputs, model, end: ~20 a
