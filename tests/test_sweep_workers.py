@@ -167,6 +167,21 @@ def test_work_runs_here_without_workers_or_when_a_worker_fails_or_hangs(one_work
     assert call_in_a_worker(os.getpid) == here  # the pool is gone
 
 
+def test_work_started_in_a_worker_runs_while_the_caller_goes_on(one_worker):
+    """start_in_a_worker returns at once; the result comes when asked for. Without a
+    live worker it starts nothing (None), and the caller does the work its own way."""
+    from gradtrack.sweep_workers import start_in_a_worker
+
+    started = time.monotonic()
+    result = start_in_a_worker(time.sleep, 1.0)
+    assert result is not None and time.monotonic() - started < 0.5
+    pid = start_in_a_worker(os.getpid)
+    assert result() is None and time.monotonic() - started >= 1.0
+    assert pid() != os.getpid()
+    one_worker.shutdown(wait=True, kill_workers=True)
+    assert start_in_a_worker(os.getpid) is None
+
+
 # -- a failed job's exception, sent back from a worker ------------------------------------
 
 

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import atexit
-import functools
 import math
 import os
 import pickle
@@ -27,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -452,6 +452,16 @@ class MlflowSweepCallback(Callback):
         client = MlflowClient(tracking_uri=self.tracking_uri)
         status = "FAILED"
         try:
+            overlay = None
+            if not self.interrupted:  # (Ctrl-C stopped the workers too: drawn here)
+                # an idle joblib worker draws it while this process writes the tables
+                from gradtrack.sweep_workers import start_in_a_worker
+
+                overlay = start_in_a_worker(
+                    sweep_overlay_from_store,
+                    *(self.tracking_uri, self.experiment_id, self.parent_run_id, self.jobs),
+                    *(self.sweep_metric, self.swept, self.maximize),
+                )
             rows = collect_children(client, self.experiment_id, self.parent_run_id, self.jobs)
             self._record_reuse(client, rows)
             status = write_summary(
@@ -461,8 +471,7 @@ class MlflowSweepCallback(Callback):
                 self.sweep_metric,
                 self.swept,
                 maximize=self.maximize,
-                # a sweep stopped by Ctrl-C draws here: its workers were stopped too
-                in_a_worker=not self.interrupted,
+                overlay=overlay,
             )
             if status == "FAILED" and self.failed_jobs_ok:
                 status = "FINISHED"
@@ -836,19 +845,17 @@ def write_summary(
     metric: str,
     swept: list[str] | None = None,
     maximize: bool = False,
-    in_a_worker: bool = False,
+    overlay: Callable[[], bytes] | None = None,
 ) -> str:
     """Log table (Markdown + CSV), overlaid loss curves, best child and failures.
 
-    ``in_a_worker``: draw the overlay in an idle joblib worker of this process if there
-    is one (sweep_workers.call_in_a_worker). Returns the parent's final status:
-    FINISHED only if every job finished.
+    ``overlay`` gives the overlay's PNG when it is drawn elsewhere (sweep_overlay in a
+    joblib worker, started before this); by default it is drawn here. Returns the
+    parent's final status: FINISHED only if every job finished.
     """
     from mlflow.entities import Metric, RunTag
 
     from gradtrack import report
-    from gradtrack.artifacts import loss_overlay_png
-    from gradtrack.sweep_workers import call_in_a_worker
 
     unfinished = [r for r in rows if r.status != "FINISHED"]
     failed = [r for r in unfinished if r.status == "FAILED"]
@@ -869,23 +876,17 @@ def write_summary(
         first=metric,
         last="error",
     )
-    labels = job_labels(rows, swept)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "sweep_summary.csv").write_text(report.csv_table(header, body))
         (d / "sweep_summary.md").write_text(
             _markdown(report.markdown_table(header, body), rows, ranking, metric, maximize)
         )
-        runs = {labels[id(r)]: r.run_id for r in rows if r.run_id is not None}
-        draw = functools.partial(
-            loss_overlay_png,
-            report.histories(client, runs, STEP_LOSS),
-            "sweep: loss per job",
-            order=[labels[id(r)] for r in ranking.ranked],
-            by=metric,
-            scale_from=[labels[id(r)] for r in rows if r.status == "FINISHED"],
+        png = (
+            overlay()
+            if overlay is not None
+            else sweep_overlay(client, rows, metric, swept, maximize)
         )
-        png, _ = call_in_a_worker(draw) if in_a_worker else draw()
         (d / "loss_curves.png").write_bytes(png)
         client.log_artifacts(parent_run_id, str(d))
     # failed: FAILED children only; unfinished: every job without a FINISHED one (also
@@ -920,6 +921,45 @@ def write_summary(
     if any(r.status == "KILLED" for r in rows):
         return "KILLED"
     return "FAILED" if unfinished else "FINISHED"
+
+
+def sweep_overlay(
+    client: Any, rows: list[ChildRow], metric: str, swept: list[str] | None, maximize: bool
+) -> bytes:
+    """The summary's loss overlay (PNG): every job's loss history, ranked by ``metric``,
+    its scale fitted to the finished jobs."""
+    from gradtrack import report
+    from gradtrack.artifacts import loss_overlay_png
+
+    ranking = rank(rows, metric, maximize)
+    labels = job_labels(rows, swept)
+    runs = {labels[id(r)]: r.run_id for r in rows if r.run_id is not None}
+    png, _ = loss_overlay_png(
+        report.histories(client, runs, STEP_LOSS),
+        "sweep: loss per job",
+        order=[labels[id(r)] for r in ranking.ranked],
+        by=metric,
+        scale_from=[labels[id(r)] for r in rows if r.status == "FINISHED"],
+    )
+    return png
+
+
+def sweep_overlay_from_store(
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    jobs: list[str],
+    metric: str,
+    swept: list[str] | None,
+    maximize: bool,
+) -> bytes:
+    """``sweep_overlay`` drawn by a process that has only the store's address (a joblib
+    worker): it reads the children itself, as the main process does meanwhile."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows = collect_children(client, experiment_id, parent_run_id, jobs)
+    return sweep_overlay(client, rows, metric, swept, maximize)
 
 
 def now_ms() -> int:

@@ -432,26 +432,45 @@ def call_in_a_worker(
     function: Callable, *args: Any, timeout: float = WORKER_CALL_SECONDS, **kwargs: Any
 ) -> Any:
     """``function(*args, **kwargs)`` in an idle worker of this process's joblib sweep when
-    it has live ones, else here. The function and its arguments must pickle.
+    it has live ones, else here (see ``start_in_a_worker``)."""
+    started = start_in_a_worker(function, *args, timeout=timeout, **kwargs)
+    return started() if started is not None else function(*args, **kwargs)
+
+
+def start_in_a_worker(
+    function: Callable, *args: Any, timeout: float = WORKER_CALL_SECONDS, **kwargs: Any
+) -> Callable[[], Any] | None:
+    """Start ``function(*args, **kwargs)`` in an idle worker of this process's joblib sweep;
+    returns a function that gives its result, waiting for it, or None when this process
+    has no live worker. The function and its arguments must pickle.
 
     A joblib sweep's summary draws its loss overlay after the last job, when the workers
     have matplotlib loaded and nothing to do, while the main process would import it
-    first (0.3 s at the sweep's end). Whatever goes wrong there (the pool is gone or
-    broken, no answer within ``timeout``, an error) has the work done here instead, so
-    the caller gets the same result, or the same error, either way.
+    first (0.3 s at the sweep's end); the main process writes the summary's tables
+    meanwhile. Whatever goes wrong there (no live worker, the pool is gone or broken, no
+    answer within ``timeout``, an error) has the work done here instead, when the result
+    is asked for, so the caller gets the same result, or the same error, either way.
     """
-    if worker_pids():
-        from joblib.externals.loky import reusable_executor
 
-        future = None
+    if not worker_pids():
+        return None
+    from joblib.externals.loky import reusable_executor
+
+    try:
+        future = reusable_executor._executor.submit(function, *args, **kwargs)
+    except Exception as exc:
+        log.debug("no joblib worker could take %s (%r): running it here", function, exc)
+        return lambda: function(*args, **kwargs)
+
+    def result() -> Any:
         try:
-            future = reusable_executor._executor.submit(function, *args, **kwargs)
             return future.result(timeout=timeout)
         except Exception as exc:
-            if future is not None:
-                future.cancel()
+            future.cancel()
             log.debug("a joblib worker could not run %s (%r): running it here", function, exc)
-    return function(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    return result
 
 
 def stop_workers(signum: int, seconds: float = WORKERS_STOP_SECONDS) -> bool:
