@@ -606,12 +606,23 @@ def test_joblib_workers_are_warmed_with_every_swept_backend_and_no_other():
 # Runs the CLI and writes what the joblib workers warmed at the sweep's start were like.
 _WARMED = """
 import atexit, json, os, runpy, sys
+from hydra._internal.hydra import Hydra
 from gradtrack import sweep_workers
-out = sys.argv[1]
+out, returns, multirun = sys.argv[1], [], Hydra.multirun
+def multirun_recording(self, *args, **kwargs):  # the sweeper's results, as they came back
+    batches = multirun(self, *args, **kwargs)
+    for batch in batches:
+        returns.extend(
+            [r.return_value, r.status.name, r.overrides, r.cfg is None, r.hydra_cfg is None]
+            for r in batch
+        )
+    return batches
+Hydra.multirun = multirun_recording
 dump = lambda: json.dumps({
     "main": os.getpid(),
     "workers": sweep_workers.warmed,
     "main_imported_matplotlib": "matplotlib" in sys.modules,
+    "returns": returns,
 })
 atexit.register(lambda: open(out, "w").write(dump()))
 sys.argv = ["gradtrack", *sys.argv[2:]]
@@ -663,6 +674,16 @@ def test_joblib_jobs_run_in_the_workers_warmed_while_the_sweep_was_checked(proje
     assert blas == {int(os.environ.get("OPENBLAS_NUM_THREADS", expected_threads))}
     parent, children = _check_landed(project, 4, 20)
     assert {int(c.data.tags["owner_pid"]) for c in children} <= {w["pid"] for w in warmed}
+    # each job's result came back without its two configs, and with all the rest
+    by_lr = {c.data.params["optimizer.lr"]: c.data.metrics["final_loss"] for c in children}
+    lr_of = {
+        tuple(r[2]): next(o for o in r[2] if o.startswith("optimizer.lr=")) for r in seen["returns"]
+    }
+    returns = {lr_of[tuple(r[2])].split("=")[1]: r for r in seen["returns"]}
+    assert sorted(returns) == sorted(by_lr)
+    for lr, (value, status, _, no_cfg, no_hydra_cfg) in returns.items():
+        assert (status, no_cfg, no_hydra_cfg) == ("COMPLETED", True, True)
+        assert value == pytest.approx(by_lr[lr], rel=1e-12)
     # The summary's loss overlay was drawn by an idle worker, which had matplotlib loaded:
     # the main process never imported it.
     assert seen["main_imported_matplotlib"] is False

@@ -37,6 +37,7 @@ import contextlib
 import gc
 import importlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -591,6 +592,13 @@ def execute_job_sharing(idx: int, overrides: Any, shared: tuple | SharedArgs) ->
     more before anything reads it. Each set is a masked deep copy of the whole config,
     ~8 ms of a small job's ~250 ms in a worker; the basic launcher leaves it to
     ``run_job`` too.
+
+    In a worker, the job's result goes back to the main process without the job's two
+    configs (``cfg``, ``hydra_cfg``: ~21 KB, ~3.5 ms to pickle in the worker and ~1.3 ms
+    to unpickle in the main process, for every job). Nothing there reads them: Hydra's
+    sweepers read the return value, status and overrides, and the callbacks that get a
+    job's result (``on_job_end``) run in the worker, before this. The job's folder
+    keeps both (``.hydra/config.yaml``, ``.hydra/hydra.yaml``).
     """
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
@@ -604,13 +612,16 @@ def execute_job_sharing(idx: int, overrides: Any, shared: tuple | SharedArgs) ->
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
         sweep_config.hydra.job.num = idx
-    return run_job(
+    result = run_job(
         hydra_context=hydra_context,
         config=sweep_config,
         task_function=task_function,
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
+    if multiprocessing.parent_process() is not None:  # pickled back to the main process
+        result.cfg = result.hydra_cfg = None
+    return result
 
 
 class SharedArgs:
