@@ -82,6 +82,29 @@ def test_a_worker_loads_the_shared_composition_instead_of_composing(master):
     del loader.__dict__["load_sweep_config"]  # leave Hydra's loader as it was
 
 
+def test_the_main_process_keeps_what_a_forked_checker_shared(master):
+    """A joblib sweep's jobs are composed in a forked child (sweep.ForkedCheck); the
+    main process then keeps the child's shared compositions, so that the sweeper's check
+    there composes nothing and reads no file."""
+    from gradtrack.sweep_compose import ComposeMemo
+
+    cfg, loader = master
+    memo = ComposeMemo.install(loader)
+    memo.hits_per_job = 1
+    memo.share()
+    checker = pickle.loads(pickle.dumps(loader)).load_sweep_config  # the child's memo
+    for job in JOBS:
+        checker.keep(cfg, job)
+    assert memo.keep_shared(cfg, [*JOBS, ["optimizer.lr=0.3"]]) == len(JOBS)  # not shared
+    for path in Path(memo.share_dir).iterdir():
+        path.unlink()  # nothing left to read
+    for job in JOBS:
+        got = memo(cfg, list(job))
+        assert _plain(got) == _plain(type(loader).load_sweep_config(loader, cfg, list(job)))
+    assert memo.composed == 0 and memo.hits == len(JOBS) and not memo._kept
+    del loader.__dict__["load_sweep_config"]  # leave Hydra's loader as it was
+
+
 # Group choices (backend, optimizer, +experiment, a nested dataset default), value
 # overrides of keys those groups set, a new key, and the same group set again later.
 MIXED_JOBS = [

@@ -177,8 +177,17 @@ class ForkedCheck:
 
     NAME = "gt-sweep-check"  # what ps shows for the child
 
-    def __init__(self, pid: int, answer_fd: int, config: DictConfig, jobs: list[list[str]]):
+    def __init__(
+        self, pid: int, answer_fd: int, config: DictConfig, jobs: list[list[str]], memo: Any = None
+    ):
         self.pid, self._answer_fd, self._config, self._jobs = pid, answer_fd, config, jobs
+        self._memo = memo
+
+    def keep_compositions(self) -> None:
+        """Have this process's memo keep the compositions the child shared, for the
+        sweeper's check here (call it while waiting for the workers)."""
+        if self._memo is not None:
+            self._memo.keep_shared(self._config, self._jobs)
 
     @classmethod
     def start(cls, config: DictConfig, jobs: list[list[str]]) -> ForkedCheck | None:
@@ -187,12 +196,12 @@ class ForkedCheck:
 
         if not forking.can_fork():
             return None
-        _compose_memo(config)  # before the fork: both share its folder
+        memo = _compose_memo(config)  # before the fork: both share its folder
         read_fd, write_fd = os.pipe()
         pid = forking.fork(cls.NAME)
         if pid:
             os.close(write_fd)
-            return cls(pid, read_fd, config, jobs)
+            return cls(pid, read_fd, config, jobs, memo)
         code = 0
         try:
             os.close(read_fd)
@@ -311,6 +320,8 @@ class MlflowSweepCallback(Callback):
             # input, as for a single run. Hydra would turn any exception raised here into
             # a warning and launch every job anyway, each to fail the same way.
             _refuse(f"sweep not started: {exc}")
+        if checking is not None:  # while the workers warm up
+            checking.keep_compositions()
         # Not on the way out (a refused sweep, SIGTERM, Ctrl-C): the workers may need
         # seconds more to start, and the process ends without them.
         if workers is not None:

@@ -22,7 +22,9 @@ So for those, ``share`` writes each kept composition to a private temporary fold
 (pickled, a few ms), named by a hash of exactly what Hydra composes from (config name,
 the master's Hydra overrides, the job's overrides); a worker on the same machine loads
 it instead of composing. Where the folder cannot be read (a Ray worker on another
-machine), the worker composes as usual.
+machine), the worker composes as usual. A joblib sweep's jobs are composed by a child
+forked from the main process (gradtrack.sweep.ForkedCheck), with its own copy of the
+memo: the main process then keeps what the child shared (``keep_shared``).
 
 Composing itself is mostly work that every job of a sweep repeats identically: Hydra
 reads and parses the config files, builds the defaults tree and merges the configs it
@@ -115,6 +117,23 @@ class ComposeMemo:
             tmp.write_bytes(pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
             os.replace(tmp, path)
         return app_config_copy(cfg)
+
+    def keep_shared(self, master_config: DictConfig, jobs: list[list[str]]) -> int:
+        """Keep the jobs' compositions that another process shared (the child that
+        checked a joblib sweep's jobs, gradtrack.sweep.ForkedCheck), as ``keep`` would
+        have kept them here; returns how many. The next requests here (the sweeper's
+        check) then read nothing, and the reading happens while the main process waits
+        for its workers anyway."""
+        kept = 0
+        for job in jobs:
+            key = (id(master_config), tuple(job))
+            if key not in self._kept:
+                cfg = self._load_shared(master_config, list(job))
+                if cfg is None:
+                    continue
+                self._kept[key] = [cfg, 0]
+            kept += 1
+        return kept
 
     def _shared_path(self, master_config: DictConfig, sweep_overrides: list[str]) -> Path:
         # The inputs of Hydra's load_sweep_config besides the config files themselves.
