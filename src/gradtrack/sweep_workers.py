@@ -45,7 +45,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -400,13 +399,12 @@ def _blas_threads() -> list[int]:
 
 def _proc_field(pid: int, field: str) -> str | None:
     """A process's name (``comm``) or parent's pid (``ppid``) from Linux's /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    from gradtrack.tracking.owner import process_stat
+
+    stat = process_stat(pid)
+    if stat is None:
         return None
-    if field == "comm":  # "pid (comm) state ppid ..."; comm may hold spaces
-        return stat[stat.index("(") + 1 : stat.rindex(")")]
-    return stat.rsplit(")", 1)[-1].split()[1]
+    return stat[0] if field == "comm" else stat[1][1]
 
 
 # After SIGTERM or Ctrl-C, how long the main process waits for its workers to end

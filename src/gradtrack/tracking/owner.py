@@ -41,13 +41,21 @@ def _read(path: str) -> str:
         return ""
 
 
-def process_start(pid: int) -> str:
-    """Start time of ``pid`` in clock ticks after boot (``/proc/<pid>/stat`` field 22); '' if gone."""
+def process_stat(pid: int) -> tuple[str, list[str]] | None:
+    """``pid``'s name (comm) and the fields of ``/proc/<pid>/stat`` after it (state,
+    ppid, ...); None if it is gone."""
     stat = _read(f"/proc/{pid}/stat")
     if not stat:
-        return ""
+        return None
     # Field 2 is "(comm)" and comm may hold spaces or ')': split after the last ')'.
-    fields = stat.rsplit(")", 1)[-1].split()
+    head, rest = stat.rsplit(")", 1)
+    return head.split("(", 1)[-1], rest.split()
+
+
+def process_start(pid: int) -> str:
+    """Start time of ``pid`` in clock ticks after boot (``/proc/<pid>/stat`` field 22); '' if gone."""
+    stat = process_stat(pid)
+    fields = stat[1] if stat else []
     return fields[19] if len(fields) > 19 else ""
 
 
